@@ -1,0 +1,48 @@
+"""Keep `summary.json` current while a run trains, so a killed run still shows its progress."""
+
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Checkpoint
+
+from dlops.runs.summary import now, write_summary
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Lightning's logged metrics as plain floats (NaN stays NaN)."""
+    return {k: float(v) for k, v in sorted(metrics.items()) if getattr(v, "numel", lambda: 1)() == 1}
+
+
+def best_checkpoint(trainer: pl.Trainer) -> tuple[str | None, float | None]:
+    """Path and score of the best checkpoint kept so far, if a checkpoint callback keeps one."""
+    callback = trainer.checkpoint_callback
+    if callback is None or not getattr(callback, "best_model_path", ""):
+        return None, None
+    score = callback.best_model_score
+    return callback.best_model_path, None if score is None else float(score)
+
+
+class RunStatus(Checkpoint):
+    """Rewrites the run's summary at the end of every epoch with the latest metrics.
+
+    A `Checkpoint` subclass so that Lightning calls it after the module's own
+    `on_train_epoch_end` (where the epoch's training metrics are logged).
+    """
+
+    def __init__(self, run_dir: str, summary: dict[str, Any]) -> None:
+        self.run_dir, self.summary = run_dir, summary
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        path, score = best_checkpoint(trainer)
+        self.summary.update(
+            updated_at=now(),
+            epochs_completed=trainer.current_epoch + 1,
+            global_step=trainer.global_step,
+            last_metrics=scalar_metrics(trainer.callback_metrics),
+            best_checkpoint=path,
+            best_metric=None if score is None or math.isnan(score) else score,
+        )
+        write_summary(self.run_dir, self.summary)

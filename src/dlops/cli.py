@@ -1,0 +1,57 @@
+"""The `dlops` command: tools around runs (`dlops --help` lists them)."""
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from dlops import __version__
+
+
+def make_dataset(args: argparse.Namespace) -> None:
+    from dlops.data.export import write_image_folder
+
+    counts = write_image_folder(args.dir, args.per_class, args.test_fraction, args.seed)
+    print(f"wrote {counts['train']} training and {counts['test']} test images to {args.dir}")
+    print(f"train on them: python train.py datamodule=image_folder datamodule.root={args.dir}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dlops", description="Tools for dlops runs. Train with `python train.py`."
+    )
+    parser.add_argument("--version", action="version", version=f"dlops {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    make = commands.add_parser(
+        "make-dataset",
+        help="write the bundled MNIST digits as DIR/{train,test}/<digit>/*.png",
+        description="Write the 5,000 bundled MNIST digits into the image-folder layout that "
+        "`datamodule=image_folder` reads: DIR/train/<digit>/*.png and DIR/test/<digit>/*.png.",
+    )
+    make.add_argument("dir", help="folder to write (created; must be empty or absent)")
+    make.add_argument("--per-class", type=int, default=100, help="images per digit, train + test (max 500)")
+    make.add_argument("--test-fraction", type=float, default=0.2, help="share of each digit for test/")
+    make.add_argument("--seed", type=int, default=0, help="which images are drawn")
+    make.set_defaults(handler=make_dataset)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `dlops` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from dlops.errors import ConfigError
+
+    try:
+        args.handler(args)
+    except ConfigError as exc:
+        print(f"dlops {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

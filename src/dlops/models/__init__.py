@@ -1,0 +1,1 @@
+"""The classifier LightningModule and the plain nets it wraps."""

@@ -1,0 +1,148 @@
+"""One classifier LightningModule, generic over the net; binary or multiclass by `num_classes`."""
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torchmetrics.functional import accuracy, auroc
+
+from dlops.errors import DivergedError
+
+
+def _plain(value: Any) -> Any:
+    """Config nodes as plain dicts and lists, so checkpoints load with `weights_only=True`."""
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+
+
+class Classifier(pl.LightningModule):
+    """Classifies raw images (pixel values 0-255, normalised here on the whole batch).
+
+    Two classes train one logit with BCE (the seed's "3" vs "no 3"); more train one logit per
+    class with cross entropy. `net`, `optimizer` and `scheduler` are Hydra configs: the net is
+    built here with the data's shape, so hyperparameters hold only plain values and the
+    checkpoint restores itself through `Classifier.load_from_checkpoint(path)`.
+    """
+
+    def __init__(
+        self,
+        net: dict,
+        optimizer: dict,
+        scheduler: dict | None = None,
+        num_classes: int = 2,
+        input_shape: tuple[int, int, int] = (1, 28, 28),
+        class_names: list[str] | None = None,
+        class_weights: list[float] | None = None,
+        mean: float = 0.1307,
+        std: float = 0.3081,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters({
+            "net": _plain(net),
+            "optimizer": _plain(optimizer),
+            "scheduler": _plain(scheduler),
+            "num_classes": int(num_classes),
+            "input_shape": [int(d) for d in input_shape],
+            "class_names": list(class_names or [str(c) for c in range(num_classes)]),
+            "class_weights": None if class_weights is None else [float(w) for w in class_weights],
+            "mean": float(mean),
+            "std": float(std),
+        })
+        self.binary = num_classes == 2
+        self.net = instantiate(self.hparams.net, input_shape=input_shape,
+                               num_outputs=1 if self.binary else num_classes)
+        # balanced loss: BCE weighs positives by w1/w0, cross entropy takes one weight per class
+        weights = torch.tensor(class_weights or [1.0] * num_classes)
+        self.register_buffer("loss_weights", weights[1:] / weights[0] if self.binary else weights)
+        # scale 0-255 pixels and normalise in one multiply-add
+        self.scale, self.shift = 1 / (255 * std), -mean / std
+        # per-epoch running sums of training loss and correct predictions, and the sample count
+        self.register_buffer("train_sums", torch.zeros(2), persistent=False)
+        self.train_count = 0
+        self.outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"val": [], "test": []}
+        # the last validation epoch's probabilities and labels (read by the evaluation callback)
+        self.val_probs: torch.Tensor | None = None
+        self.val_labels: torch.Tensor | None = None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch of raw images: `(N,)` for two classes, else `(N, num_classes)`."""
+        logits = self.net(images.float() * self.scale + self.shift)
+        return logits.squeeze(-1) if self.binary else logits
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """P(positive class) `(N,)` for two classes, else class probabilities `(N, C)`."""
+        return torch.sigmoid(logits) if self.binary else torch.softmax(logits, dim=-1)
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.binary:
+            return F.binary_cross_entropy_with_logits(logits, labels.float(), pos_weight=self.loss_weights)
+        return F.cross_entropy(logits, labels, weight=self.loss_weights)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = self._loss(logits, labels)
+        with torch.no_grad():
+            preds = (logits > 0).long() if self.binary else logits.argmax(-1)
+            n = labels.numel()
+            self.train_sums += torch.stack([loss * n, (preds == labels).sum().float()])
+            self.train_count += n
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        self.train_sums.zero_()
+        self.train_count = 0
+
+    def on_train_epoch_end(self) -> None:
+        loss_sum, correct = self.train_sums
+        count = max(self.train_count, 1)
+        train_loss = loss_sum / count
+        if not torch.isfinite(train_loss):
+            raise DivergedError(
+                f"training loss is {train_loss.item()} in epoch {self.current_epoch}: the run "
+                f"diverged. Lower model.optimizer.lr or check the data."
+            )
+        self.log_dict({"train_loss": train_loss, "train_acc": correct / count}, sync_dist=True)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
+        images, labels = batch
+        self.outputs[stage].append((self(images), labels))
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_probs, self.val_labels = self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def _log_epoch(self, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss, accuracy and AUROC over the whole epoch (gathered from every process)."""
+        logits = torch.cat([out[0] for out in self.outputs[stage]])
+        labels = torch.cat([out[1] for out in self.outputs[stage]])
+        self.outputs[stage].clear()
+        if self.trainer.world_size > 1:
+            logits, labels = (self.all_gather(t).flatten(0, 1) for t in (logits, labels))
+        probs = self.probabilities(logits)
+        task = "binary" if self.binary else "multiclass"
+        n = self.hparams.num_classes
+        self.log_dict({
+            f"{stage}_loss": self._loss(logits, labels),
+            f"{stage}_acc": accuracy(probs, labels, task=task, num_classes=n),
+            f"{stage}_auroc": auroc(probs, labels, task=task, num_classes=n),
+        })
+        return probs.detach().cpu(), labels.cpu()
+
+    def configure_optimizers(self) -> Any:
+        optimizer = instantiate(self.hparams.optimizer)(self.parameters())
+        if not self.hparams.scheduler:
+            return optimizer
+        scheduler = instantiate(self.hparams.scheduler)(optimizer)
+        # `monitor` is read only by ReduceLROnPlateau
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss"}}

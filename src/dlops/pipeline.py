@@ -1,0 +1,187 @@
+"""`train(cfg)`: the one place that wires data, model, loggers, callbacks and trainer together."""
+
+import logging
+import math
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from dlops.errors import ConfigError, DivergedError
+from dlops.runs.summary import git_commit, now, package_versions, write_summary
+from dlops.validate import validate
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Train and test one run in `cfg.paths.output_dir`; return the best monitored value.
+
+    Every end is recorded in the run's `summary.json`. A bad input ends a single run with one
+    readable message and exit code 1 (set HYDRA_FULL_ERROR=1 for the traceback); inside a
+    sweep the failure is recorded and the sweep goes on with the next job.
+    """
+    run_dir = Path(cfg.paths.output_dir)
+    summary = start_summary(cfg, run_dir)
+    write_summary(run_dir, summary)
+    try:
+        validate(cfg)
+        objective = fit_and_test(cfg, run_dir, summary)
+    except BaseException as exc:  # noqa: BLE001 - every end of a run must be recorded
+        return record_failure(exc, run_dir, summary)
+    summary.update(status="completed", ended_at=now(), duration_s=_duration(summary))
+    write_summary(run_dir, summary)
+    report(summary, run_dir)
+    return objective
+
+
+def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) -> float | None:
+    """Instantiate everything from the config, fit, test the best checkpoint, fill `summary`."""
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from dlops.callbacks.run_status import RunStatus, best_checkpoint, scalar_metrics
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.datamodule, seed=cfg.seed)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    train_images = datamodule.splits["train"].images.float() / 255
+    model = instantiate(
+        cfg.model,
+        num_classes=datamodule.num_classes,
+        input_shape=datamodule.input_shape,
+        class_names=datamodule.class_names,
+        class_weights=datamodule.class_weights,
+        mean=train_images.mean().item(),
+        std=train_images.std().item(),
+        _recursive_=False,
+    )
+    summary["parameters"] = sum(p.numel() for p in model.parameters())
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    if not (cfg.model.get("scheduler") and loggers):  # nothing for a learning-rate monitor to log
+        callbacks = [c for c in callbacks if type(c).__name__ != "LearningRateMonitor"]
+    callbacks.append(RunStatus(str(run_dir), summary))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    trainer.fit(model, datamodule=datamodule)
+    best_path, best_score = best_checkpoint(trainer)
+    summary.update(
+        epochs_completed=trainer.current_epoch,
+        global_step=trainer.global_step,
+        last_metrics=scalar_metrics(trainer.callback_metrics),
+        best_checkpoint=_relative(best_path, run_dir),
+        best_metric=best_score,
+    )
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+    if cfg.test:
+        ckpt = best_path if best_path else None
+        results = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True,
+                               verbose=False)
+        summary["test_metrics"] = scalar_metrics(results[0]) if results else {}
+    if best_score is not None:
+        return best_score
+    last = summary["last_metrics"].get(cfg.monitor)
+    return None if last is None else float(last)
+
+
+def start_summary(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """The summary a run starts with: who, what, where, and status `running`."""
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    return {
+        "schema": 1,
+        "status": "running",
+        "name": cfg.get("name"),
+        "tags": list(cfg.get("tags") or []),
+        "run_dir": str(run_dir.resolve()),
+        "job_num": hydra.job.num if hydra and hydra.mode == RunMode.MULTIRUN else None,
+        "overrides": list(hydra.overrides.task) if hydra else [],
+        "started_at": now(),
+        "started_at_unix": time.time(),
+        "ended_at": None,
+        "duration_s": None,
+        "seed": cfg.get("seed"),
+        "monitor": cfg.get("monitor"),
+        "mode": cfg.get("mode"),
+        "max_epochs": OmegaConf.select(cfg, "trainer.max_epochs"),
+        "epochs_completed": 0,
+        "global_step": 0,
+        "last_metrics": {},
+        "best_metric": None,
+        "best_checkpoint": None,
+        "test_metrics": {},
+        "error": None,
+        "versions": package_versions(),
+        "git": git_commit(os.getcwd()),
+        "host": os.uname().nodename,
+        "pid": os.getpid(),
+    }
+
+
+def record_failure(exc: BaseException, run_dir: Path, summary: dict[str, Any]) -> float:
+    """Write the failed summary; stop a single run with one message, or let a sweep go on."""
+    message = user_message(exc)
+    status = ("diverged" if isinstance(exc, DivergedError)
+              else "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+    error = {"type": type(exc).__name__, "message": message or str(exc)}
+    if message is None:  # unexpected: keep the whole traceback beside the summary
+        (run_dir / "traceback.txt").write_text("".join(traceback.format_exception(exc)))
+        error["traceback"] = "traceback.txt"
+    summary.update(status=status, ended_at=now(), duration_s=_duration(summary), error=error)
+    write_summary(run_dir, summary)
+    text = message or f"{error['type']}: {exc} (traceback in {run_dir / 'traceback.txt'})"
+    log.error("run %s in %s: %s", status, run_dir, text)
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise exc
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return math.nan  # the sweep records the failure and carries on
+    raise SystemExit(1)
+
+
+def user_message(exc: BaseException) -> str | None:
+    """The readable message of an error caused by the input, or None for a bug."""
+    from hydra.errors import InstantiationException
+
+    cause = exc
+    while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+        cause = cause.__cause__
+    if isinstance(cause, ConfigError | DivergedError):
+        return str(cause)
+    if isinstance(exc, InstantiationException):  # e.g. a misspelt argument of a _target_
+        return f"the config could not be instantiated: {exc}"
+    if type(cause).__name__ == "MisconfigurationException":  # Lightning's bad-setting error
+        return f"Lightning rejected the setting: {cause}"
+    if isinstance(cause, KeyboardInterrupt):
+        return "interrupted"
+    return None
+
+
+def report(summary: dict[str, Any], run_dir: Path) -> None:
+    """Log the run's outcome in a few lines."""
+    metrics = {**summary["last_metrics"], **summary["test_metrics"]}
+    shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.split("_")[0] in ("val", "test"))
+    log.info("completed in %.1fs after %s epochs: %s", summary["duration_s"],
+             summary["epochs_completed"], shown)
+    log.info("best %s=%s, checkpoint %s", summary["monitor"], summary["best_metric"],
+             summary["best_checkpoint"])
+    log.info("run dir: %s", run_dir)
+
+
+def _duration(summary: dict[str, Any]) -> float:
+    return round(time.time() - summary["started_at_unix"], 3)
+
+
+def _relative(path: str | None, run_dir: Path) -> str | None:
+    if not path:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(run_dir.resolve()))
+    except ValueError:
+        return str(path)
