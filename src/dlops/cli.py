@@ -15,6 +15,13 @@ def make_dataset(args: argparse.Namespace) -> None:
     print(f"train on them: python train.py datamodule=image_folder datamodule.root={args.dir}")
 
 
+def plot(args: argparse.Namespace) -> None:
+    from dlops.runs.curves import plot_learning_curves
+
+    for run_dir in args.run_dirs:
+        print(plot_learning_curves(run_dir, args.out if len(args.run_dirs) == 1 else None))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dlops", description="Tools for dlops runs. Train with `python train.py`."
@@ -33,6 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--test-fraction", type=float, default=0.2, help="share of each digit for test/")
     make.add_argument("--seed", type=int, default=0, help="which images are drawn")
     make.set_defaults(handler=make_dataset)
+
+    curves = commands.add_parser(
+        "plot",
+        help="draw a run's learning curves (loss and accuracy per epoch) into a PNG",
+        description="Draw the two-panel learning-curve figure (train/val loss, train/val accuracy "
+        "per epoch) from RUN_DIR/csv/metrics.csv into RUN_DIR/plots/learning_curves.png.",
+    )
+    curves.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directory")
+    curves.add_argument("--out", help="PNG to write (one run dir only)")
+    curves.set_defaults(handler=plot)
     return parser
 
 

@@ -45,7 +45,9 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) -> flo
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from dlops.callbacks.run_status import RunStatus, best_checkpoint, scalar_metrics
+    from dlops.callbacks.run_status import RunStatus
+    from dlops.runs.curves import METRICS_CSV, plot_learning_curves
+    from dlops.tracking.loggers import finish, log_config
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.datamodule, seed=cfg.seed)
@@ -68,7 +70,24 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) -> flo
     if not (cfg.model.get("scheduler") and loggers):  # nothing for a learning-rate monitor to log
         callbacks = [c for c in callbacks if type(c).__name__ != "LearningRateMonitor"]
     callbacks.append(RunStatus(str(run_dir), summary))
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    status = "failed"
+    try:
+        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        record_trackers(loggers, summary)
+        log_config(loggers, cfg, parameters=summary["parameters"], seed=cfg.seed, tags=summary["tags"])
+        objective = fit_then_test(cfg, trainer, model, datamodule, run_dir, summary)
+        status = "completed"
+    finally:
+        finish(loggers, status)
+    if (run_dir / METRICS_CSV).is_file():
+        plot_learning_curves(run_dir)
+    return objective
+
+
+def fit_then_test(cfg: DictConfig, trainer: Any, model: Any, datamodule: Any, run_dir: Path,
+                  summary: dict[str, Any]) -> float | None:
+    """Fit, test the best checkpoint, and put the results into `summary`."""
+    from dlops.callbacks.run_status import best_checkpoint, scalar_metrics
 
     trainer.fit(model, datamodule=datamodule)
     best_path, best_score = best_checkpoint(trainer)
@@ -82,14 +101,22 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) -> flo
     if trainer.interrupted:
         raise KeyboardInterrupt
     if cfg.test:
-        ckpt = best_path if best_path else None
-        results = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True,
-                               verbose=False)
+        results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None,
+                               weights_only=True, verbose=False)
         summary["test_metrics"] = scalar_metrics(results[0]) if results else {}
     if best_score is not None:
         return best_score
     last = summary["last_metrics"].get(cfg.monitor)
     return None if last is None else float(last)
+
+
+def record_trackers(loggers: list, summary: dict[str, Any]) -> None:
+    """Note in the summary where the trackers write (and the W&B run id, to continue the run)."""
+    for logger in loggers:
+        kind = type(logger).__name__
+        if kind == "WandbLogger":
+            summary["wandb"] = {"id": logger.version, "offline": logger.experiment.offline}
+        summary.setdefault("loggers", []).append(kind)
 
 
 def start_summary(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:

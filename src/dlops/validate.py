@@ -50,7 +50,8 @@ def config_problems(cfg: DictConfig) -> list[str]:
                         f"got {sum(fractions):g}")
     if "root" in data:
         if OmegaConf.is_missing(cfg.datamodule, "root"):
-            problems.append("datamodule.root is not set: add datamodule.root=DIR (a folder with train/ and test/)")
+            problems.append("datamodule.root is not set: add datamodule.root=DIR "
+                            "(a folder with train/ and test/)")
         elif not Path(str(data.root)).is_dir():
             problems.append(f"datamodule.root {data.root} is not a folder")
     return problems

@@ -49,7 +49,7 @@ class Classifier(pl.LightningModule):
             "class_weights": None if class_weights is None else [float(w) for w in class_weights],
             "mean": float(mean),
             "std": float(std),
-        })
+        }, logger=False)  # the pipeline logs the whole resolved config instead
         self.binary = num_classes == 2
         self.net = instantiate(self.hparams.net, input_shape=input_shape,
                                num_outputs=1 if self.binary else num_classes)

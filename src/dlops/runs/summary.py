@@ -3,6 +3,7 @@
 Written atomically (temp file + rename) so a reader never sees half a file.
 """
 
+import contextlib
 import json
 import os
 import platform
@@ -56,10 +57,8 @@ def package_versions() -> dict[str, str]:
     """Installed versions of the packages that decide a run's results."""
     versions = {"python": platform.python_version()}
     for name in PACKAGES:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
     return versions
 
 

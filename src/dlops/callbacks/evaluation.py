@@ -1,0 +1,154 @@
+"""Confusion matrix and ROC curve from validation probabilities, at the best epoch and at the end."""
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torchmetrics.functional.classification import (
+    binary_auroc,
+    binary_confusion_matrix,
+    binary_roc,
+    multiclass_auroc,
+    multiclass_confusion_matrix,
+    multiclass_roc,
+)
+
+
+def evaluate(probs: torch.Tensor, labels: torch.Tensor, names: list[str]) -> dict[str, Any]:
+    """Confusion matrix, ROC curve(s) and AUC(s) from probabilities.
+
+    Binary: `probs` is P(positive) `(N,)`, one ROC for the positive class. Multiclass: `probs`
+    is `(N, C)`, one one-vs-rest ROC per class. Curves use every distinct probability as a
+    threshold, so they are exact.
+    """
+    if probs.ndim == 1:
+        matrix = binary_confusion_matrix(probs, labels)
+        fpr, tpr, thresholds = binary_roc(probs, labels)
+        curves = {names[1]: (fpr, tpr, thresholds)}
+        aucs = {names[1]: binary_auroc(probs, labels)}
+    else:
+        n = probs.shape[1]
+        matrix = multiclass_confusion_matrix(probs, labels, num_classes=n)
+        rocs = zip(*multiclass_roc(probs, labels, num_classes=n), strict=True)
+        curves = dict(zip(names, rocs, strict=True))
+        aucs = dict(zip(names, multiclass_auroc(probs, labels, num_classes=n, average=None), strict=True))
+    return {
+        "labels": names,
+        "confusion_matrix": matrix.tolist(),
+        "auc": {name: float(auc) for name, auc in aucs.items()},
+        "roc": {name: {"fpr": f.tolist(), "tpr": t.tolist(), "threshold": th.tolist()}
+                for name, (f, t, th) in curves.items()},
+    }
+
+
+def write_files(result: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Write the numbers (JSON, CSV) and the two figures (PNG) into `folder`; return the figures."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "evaluation.json").write_text(json.dumps(result, indent=1))
+    names, matrix = result["labels"], result["confusion_matrix"]
+    rows = ["true\\predicted," + ",".join(names)]
+    rows += [f"{name}," + ",".join(map(str, row)) for name, row in zip(names, matrix, strict=True)]
+    (folder / "confusion_matrix.csv").write_text("\n".join(rows) + "\n")
+    lines = ["class,fpr,tpr,threshold"]
+    for name, roc in result["roc"].items():
+        points = zip(roc["fpr"], roc["tpr"], roc["threshold"], strict=True)
+        lines += [f"{name},{f},{t},{th}" for f, t, th in points]
+    (folder / "roc.csv").write_text("\n".join(lines) + "\n")
+
+    size = max(3.5, 0.5 * len(names))
+    cm_fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(matrix, cmap="Blues")
+    peak = max(max(row) for row in matrix) or 1
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            ax.text(j, i, count, ha="center", va="center", color="white" if count > peak / 2 else "black")
+    ax.set(xticks=range(len(names)), yticks=range(len(names)), xticklabels=names, yticklabels=names,
+           xlabel="predicted", ylabel="true", title=f"Confusion matrix (epoch {result['epoch']})")
+    cm_fig.colorbar(image, ax=ax)
+    cm_fig.tight_layout()
+    cm_fig.savefig(folder / "confusion_matrix.png", dpi=100)
+
+    roc_fig, ax = plt.subplots(figsize=(5, 5))
+    for name, roc in result["roc"].items():
+        ax.plot(roc["fpr"], roc["tpr"], label=f"{name} (AUC {result['auc'][name]:.4f})")
+    ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01),
+           title=f"ROC (epoch {result['epoch']})")
+    ax.legend(loc="lower right", fontsize="small")
+    roc_fig.tight_layout()
+    roc_fig.savefig(folder / "roc.png", dpi=100)
+    plt.close("all")
+    return {"confusion_matrix": cm_fig, "roc": roc_fig}
+
+
+class EvaluationPlots(pl.Callback):
+    """Writes `plots/` at every new best validation epoch and `plots/final/` when fitting ends,
+    and logs the same figures to TensorBoard and W&B when those loggers are active."""
+
+    def __init__(self, output_dir: str, labels: list[str] | None = None, monitor: str = "val_loss",
+                 mode: str = "min") -> None:
+        self.output_dir, self.labels = Path(output_dir), labels
+        self.monitor, self.mode = monitor, mode
+        self.best: float | None = None
+
+    def _improved(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        if self.best is None or (value < self.best if self.mode == "min" else value > self.best):
+            self.best = value
+            return True
+        return False
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or value is None or not self._improved(float(value)):
+            return
+        self._write(trainer, pl_module, self.output_dir, "val_best")
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write(trainer, pl_module, self.output_dir / "final", "val_final")
+
+    def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, folder: Path, tag: str) -> None:
+        if not trainer.is_global_zero or pl_module.val_probs is None:
+            return
+        names = self.labels or pl_module.hparams.class_names
+        if len(names) != pl_module.hparams.num_classes:
+            raise ValueError(f"callbacks.evaluation.labels has {len(names)} names for "
+                             f"{pl_module.hparams.num_classes} classes: {names}")
+        result = {"epoch": trainer.current_epoch, self.monitor: self.best,
+                  **evaluate(pl_module.val_probs, pl_module.val_labels, list(names))}
+        figures = write_files(result, folder)
+        log_figures(trainer, figures, result, tag)
+
+
+def log_figures(trainer: pl.Trainer, figures: dict[str, Any], result: dict[str, Any], tag: str) -> None:
+    """Log the figures natively: TensorBoard images and W&B plots."""
+    for logger in trainer.loggers:
+        kind = type(logger).__name__
+        if kind == "TensorBoardLogger":
+            for name, figure in figures.items():
+                logger.experiment.add_figure(f"{tag}/{name}", figure, trainer.global_step, close=False)
+        elif kind == "WandbLogger":
+            import wandb
+
+            names, matrix = result["labels"], result["confusion_matrix"]
+            table = wandb.Table(columns=["true", "predicted", "count"],
+                                data=[[names[i], names[j], matrix[i][j]]
+                                      for i in range(len(names)) for j in range(len(names))])
+            roc = result["roc"]
+            logger.log_metrics({
+                f"{tag}/confusion_matrix": wandb.Image(figures["confusion_matrix"]),
+                f"{tag}/confusion_table": table,
+                f"{tag}/roc": wandb.plot.line_series(
+                    xs=[c["fpr"] for c in roc.values()], ys=[c["tpr"] for c in roc.values()],
+                    keys=list(roc), title="ROC", xname="false positive rate"),
+                **{f"{tag}/auc_{name}": auc for name, auc in result["auc"].items()},
+            }, step=trainer.global_step)

@@ -1,0 +1,1 @@
+"""Tracker helpers: W&B offline-first, the config as hyperparameters, finishing runs."""
