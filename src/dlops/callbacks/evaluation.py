@@ -16,6 +16,8 @@ from torchmetrics.functional.classification import (
     multiclass_roc,
 )
 
+from dlops.errors import ConfigError
+
 
 def evaluate(probs: torch.Tensor, labels: torch.Tensor, names: list[str]) -> dict[str, Any]:
     """Confusion matrix, ROC curve(s) and AUC(s) from probabilities.
@@ -121,8 +123,9 @@ class EvaluationPlots(pl.Callback):
             return
         names = self.labels or pl_module.hparams.class_names
         if len(names) != pl_module.hparams.num_classes:
-            raise ValueError(f"callbacks.evaluation.labels has {len(names)} names for "
-                             f"{pl_module.hparams.num_classes} classes: {names}")
+            raise ConfigError(f"callbacks.evaluation.labels has {len(names)} names for "
+                              f"{pl_module.hparams.num_classes} classes: {list(names)}; give one "
+                              "name per class or null for the datamodule's class names.")
         result = {"epoch": trainer.current_epoch, self.monitor: self.best,
                   **evaluate(pl_module.val_probs, pl_module.val_labels, list(names))}
         figures = write_files(result, folder)
