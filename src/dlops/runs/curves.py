@@ -1,0 +1,47 @@
+"""Learning curves: one PNG per metric with every run's curve overlaid, from csv/metrics.csv."""
+
+import io
+from collections.abc import Sequence
+
+from dlops.runs.discover import Run
+
+MAX_LEGEND = 20  # more runs than this: the legend would hide the plot
+
+
+def plot_curves(metric: str, curves: Sequence[tuple[str, Sequence[tuple[int, float]]]]) -> bytes:
+    """A PNG of `metric` against epoch, one line per (label, points); empty curves are skipped."""
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+    from matplotlib.ticker import MaxNLocator
+
+    drawn = [(label, points) for label, points in curves if points]
+    legend = 0 < len(drawn) <= MAX_LEGEND
+    # the legend goes below the plot, one line per run: the figure grows with it
+    figure = Figure(figsize=(8, 4.2 + (0.2 * len(drawn) if legend else 0)), layout="constrained")
+    axes = figure.subplots()
+    for label, points in drawn:
+        epochs, values = zip(*points, strict=True)
+        label = label if len(label) <= 100 else label[:99] + "…"
+        axes.plot(epochs, values, marker="o", markersize=3, linewidth=1.2,
+                  label=label.replace("$", r"\$"))  # `$` would start mathtext
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(metric)
+    axes.grid(alpha=0.3)
+    if not drawn:
+        axes.text(0.5, 0.5, f"no run logged {metric}", ha="center", va="center",
+                  transform=axes.transAxes)
+    if legend:
+        figure.legend(loc="outside lower center", fontsize="small", frameon=False)
+    title = metric if len(drawn) <= MAX_LEGEND else f"{metric} ({len(drawn)} runs, no legend)"
+    axes.set_title(title)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def curve_pngs(runs: Sequence[Run], labels: Sequence[str],
+               metrics: Sequence[str]) -> dict[str, bytes]:
+    """Per metric, the PNG of every run's curve (labels name the runs in the legend)."""
+    return {metric: plot_curves(metric, [(label, run.curves.get(metric, []))
+                                         for run, label in zip(runs, labels, strict=True)])
+            for metric in metrics}
