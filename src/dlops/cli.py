@@ -18,21 +18,22 @@ def make_dataset(args: argparse.Namespace) -> None:
 def report(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from dlops.runs import report as reports
     from dlops.runs.discover import load_runs
+    from dlops.runs.report import build_report
+    from dlops.runs.report_text import print_rich, render_text, run_label
 
-    result = reports.build_report(load_runs(args.paths), args.metric or (), args.sort, args.reverse,
-                                  args.filter or (), args.group_by)
+    result = build_report(load_runs(args.paths), args.metric or (), args.sort, args.reverse,
+                          args.filter or (), args.group_by)
     grouped = args.group_by is not None
     if args.format == "table":
-        reports.print_rich(result, grouped)
+        print_rich(result, grouped)
     else:
-        sys.stdout.write(reports.render_text(result, args.format, grouped))
+        sys.stdout.write(render_text(result, args.format, grouped))
     if not (args.curves or args.html):
         return
     from dlops.runs.curves import curve_pngs
 
-    labels = [reports.run_label(run, result.varying) for run in result.runs]
+    labels = [run_label(run, result.varying) for run in result.runs]
     pngs = curve_pngs(result.runs, labels, result.metrics)
     if args.curves:
         Path(args.curves).mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,8 @@ from datetime import datetime
 from html import escape
 from pathlib import Path
 
-from dlops.runs.report import Report, Table, display_rows, shared_text, short_path
+from dlops.runs.report import Report, Table
+from dlops.runs.report_text import display_rows, shared_text, short_path
 
 RUN_PLOTS = {"confusion matrix": "plots/confusion_matrix.png", "ROC": "plots/roc.png"}
 STYLE = """
