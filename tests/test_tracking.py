@@ -6,14 +6,14 @@ import time
 
 import pytest
 import torch
+from conftest import clean_env, run_dirs, summary, train
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchmetrics.functional import auroc
+from wandb_records import offline_runs, run_contents
 
-from conftest import clean_env, run_dirs, summary, train
 from dlops.cli import main as dlops
 from dlops.data.mnist import MNISTDataModule
 from dlops.models.classifier import Classifier
-from wandb_records import offline_runs, run_contents
 
 pytestmark = pytest.mark.slow
 FAST = ["trainer.max_epochs=3", "datamodule.batch_size=128"]

@@ -22,6 +22,39 @@ def plot(args: argparse.Namespace) -> None:
         print(plot_learning_curves(run_dir, args.out if len(args.run_dirs) == 1 else None))
 
 
+def report(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from dlops.runs.discover import load_runs
+    from dlops.runs.report import build_report
+    from dlops.runs.report_text import print_rich, render_text, run_label
+
+    result = build_report(load_runs(args.paths), args.metric or (), args.sort, args.reverse,
+                          args.filter or (), args.group_by)
+    grouped = args.group_by is not None
+    if args.format == "table":
+        print_rich(result, grouped)
+    else:
+        sys.stdout.write(render_text(result, args.format, grouped))
+    if not (args.curves or args.html):
+        return
+    from dlops.runs.curves import curve_pngs
+
+    labels = [run_label(run, result.varying) for run in result.runs]
+    pngs = curve_pngs(result.runs, labels, result.metrics)
+    if args.curves:
+        Path(args.curves).mkdir(parents=True, exist_ok=True)
+        for metric, png in pngs.items():
+            (Path(args.curves) / f"{metric}.png").write_bytes(png)
+        print(f"wrote {len(pngs)} learning-curve PNG(s) to {args.curves}", file=sys.stderr)
+    if args.html:
+        from dlops.runs.report_html import render_html
+
+        Path(args.html).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.html).write_text(render_html(result, pngs, labels), encoding="utf-8")
+        print(f"wrote {args.html}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dlops", description="Tools for dlops runs. Train with `python train.py`."
@@ -50,6 +83,33 @@ def build_parser() -> argparse.ArgumentParser:
     curves.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directory")
     curves.add_argument("--out", help="PNG to write (one run dir only)")
     curves.set_defaults(handler=plot)
+
+    rep = commands.add_parser(
+        "report",
+        help="compare runs: leaderboard, mean ± std over seeds, learning curves, HTML",
+        description="Compare the runs found in PATHs (run dirs, sweep dirs, or folders of them "
+        "such as outputs/ and multirun/, searched recursively). Prints a leaderboard ranked by "
+        "the monitored metric, with the overrides that differ between the runs.",
+    )
+    rep.add_argument("paths", nargs="+", metavar="PATH",
+                     help="run dir, sweep dir or a folder of them")
+    rep.add_argument("--metric", action="append", metavar="NAME",
+                     help="metric to show and plot (repeat for more; the first ranks the runs); "
+                     "default: the monitored metric")
+    rep.add_argument("--sort", metavar="COLUMN", help="rank by this column or metric instead "
+                     "(metrics in their mode, other columns ascending)")
+    rep.add_argument("--reverse", action="store_true", help="reverse the ranking")
+    rep.add_argument("--filter", action="append", metavar="KEY=VALUE",
+                     help="keep runs whose status or override KEY equals VALUE (KEY!=VALUE drops "
+                     "them); repeat: all must hold, several values of one key: any")
+    rep.add_argument("--group-by", action="append", metavar="KEYS",
+                     help="show mean ± std per group of these override keys (comma-separated); "
+                     "without it, runs are grouped by every varying override except seed")
+    rep.add_argument("--format", choices=["table", "csv", "md", "json"], default="table",
+                     help="table (terminal, default), csv, md (Markdown) or json")
+    rep.add_argument("--curves", metavar="DIR", help="write one learning-curve PNG per metric here")
+    rep.add_argument("--html", metavar="OUT.html", help="write a self-contained HTML report")
+    rep.set_defaults(handler=report)
     return parser
 
 

@@ -16,7 +16,8 @@ def write_image_folder(root: str | Path, per_class: int, test_fraction: float = 
 
     root = Path(root)
     if not 1 <= per_class <= 500:
-        raise ConfigError(f"--per-class must be between 1 and 500 (the bundled set has 500 per digit), got {per_class}.")
+        raise ConfigError(f"--per-class must be between 1 and 500 (the bundled set has 500 "
+                          f"per digit), got {per_class}.")
     if not 0 < test_fraction < 1:
         raise ConfigError(f"--test-fraction must be between 0 and 1, got {test_fraction}.")
     if root.exists() and any(root.iterdir()):

@@ -24,7 +24,8 @@ def read_split(split_dir: Path, classes: list[str], color_mode: str, size: int |
     for label, name in enumerate(classes):
         files = sorted(f for f in (split_dir / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise ConfigError(f"class folder {split_dir / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+            raise ConfigError(f"class folder {split_dir / name} holds no images "
+                              f"({', '.join(sorted(IMAGE_SUFFIXES))}).")
         for file in files:
             try:
                 with Image.open(file) as image:
@@ -76,7 +77,8 @@ class ImageFolderDataModule(InMemoryDataModule):
                 found[split] = class_folders(self.root / split)
         for split in ("train", "test"):
             if not found.get(split):
-                raise ConfigError(f"{self.root / split} is missing or has no class folders; expected {self.root}/{split}/<class>/*.png.")
+                raise ConfigError(f"{self.root / split} is missing or has no class folders; "
+                                  f"expected {self.root}/{split}/<class>/*.png.")
         for split, names in found.items():
             if names != found["train"]:
                 raise ConfigError(

@@ -1,0 +1,258 @@
+"""Compare runs: filter, rank and group them into the leaderboard and its aggregation over seeds.
+
+Rows hold raw values (floats, ints, strings, None), so that CSV and JSON give the numbers of
+the runs' own summary.json files; `dlops.runs.report_text` formats them for people.
+"""
+
+import math
+import statistics
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dlops.errors import ConfigError
+from dlops.runs.discover import Run
+
+TEST_METRICS = ("test_loss", "test_acc", "test_auroc")
+
+
+@dataclass
+class Table:
+    """A titled table: column names and one dict of raw values per row."""
+
+    title: str
+    columns: list[str]
+    rows: list[dict[str, Any]]
+
+
+@dataclass
+class Report:
+    """Everything `dlops report` shows, computed once and rendered in any format."""
+
+    runs: list[Run]  # in leaderboard order
+    metrics: list[str]  # the chosen metrics; the first one ranks the runs
+    modes: dict[str, str]  # metric -> min | max
+    varying: list[str]  # override keys whose values differ between the runs
+    shared: dict[str, str]  # overrides every run has with the same value
+    leaderboard: Table
+    groups: Table
+    groups_merge: bool  # whether grouping puts several runs in one row
+
+
+def build_report(runs: Sequence[Run], metrics: Sequence[str] = (), sort: str | None = None,
+                 reverse: bool = False, filters: Sequence[str] = (),
+                 group_by: Sequence[str] | None = None) -> Report:
+    """Filter, rank and group `runs` (see `dlops report --help` for the options)."""
+    runs = filter_runs(runs, filters)
+    metrics = list(dict.fromkeys(metrics)) or [_most_common_monitor(runs)]
+    check_metrics(metrics, runs)
+    modes = {m: metric_mode(m, runs) for m in metrics}
+    varying = varying_overrides(runs)
+    rows = [leaderboard_row(run, varying, metrics, modes) for run in runs]
+    tests = [m for m in TEST_METRICS if any(m in row for row in rows)]
+    tests += sorted({k for row in rows for k in row if k.startswith("test_")} - set(tests))
+    columns = [*varying, "status", "epochs", "max_epochs",
+               *[f"{kind}_{m}" for m in metrics for kind in ("best", "final")],
+               *tests, "duration_s", "run_dir"]
+    rows = [{c: row.get(c) for c in columns} for row in rows]
+
+    column = sort_column(sort or metrics[0], columns)
+    descending = column_mode(column, modes, runs) == "max"
+    order = sort_order([row[column] for row in rows], descending != reverse)
+    runs, rows = [runs[i] for i in order], [rows[i] for i in order]
+
+    keys = group_keys(group_by, varying, runs)
+    values = [c for c in columns if c.startswith(("best_", "final_", "test_")) or c == "duration_s"]
+    groups = aggregate(runs, rows, keys, values)
+    if column in values:  # best group first, by the mean of the ranking column
+        ranked = sort_order([g[f"{column}_mean"] for g in groups], descending != reverse)
+        groups = [groups[i] for i in ranked]
+    group_columns = [*keys, "n", "statuses", *(f"{c}_{s}" for c in values for s in ("mean", "std"))]
+    first = "max" if descending != reverse else "min"
+    title = f"{len(runs)} runs ranked by {column} ({first} first)"
+    grouped_by = ", ".join(keys) if keys else "all runs"
+    return Report(
+        runs=runs, metrics=metrics, modes=modes, varying=varying, shared=shared_overrides(runs),
+        leaderboard=Table(title, columns, rows),
+        groups=Table(f"mean ± std over completed runs, grouped by {grouped_by}", group_columns,
+                     groups),
+        groups_merge=len(groups) < len(runs),
+    )
+
+
+def filter_runs(runs: Sequence[Run], filters: Sequence[str]) -> list[Run]:
+    """Keep the runs that match every `key=value` / `key!=value` (`=` on one key repeated: any)."""
+    wanted: dict[str, set[str]] = {}
+    unwanted: list[tuple[str, str]] = []
+    for text in filters:
+        key, sep, value = text.partition("=")
+        if not sep or not key.rstrip("!"):
+            raise ConfigError(f"--filter {text!r} must look like key=value or key!=value, "
+                              "e.g. --filter status=completed")
+        if key.endswith("!"):
+            unwanted.append((key[:-1], value))
+        else:
+            wanted.setdefault(key, set()).add(value)
+    known = {"status"} | {k for run in runs for k in run.overrides}
+    for key in [*wanted, *(k for k, _ in unwanted)]:
+        if key not in known:
+            raise ConfigError(f"--filter: no run has {key!r}; filter on status or an override key "
+                              f"({', '.join(sorted(known))})")
+    kept = [run for run in runs
+            if all(_field(run, k) in values for k, values in wanted.items())
+            and all(_field(run, k) != v for k, v in unwanted)]
+    if not kept:
+        statuses = ", ".join(f"{n} {s}" for s, n in Counter(r.status for r in runs).items())
+        raise ConfigError(f"no run matches {' '.join(filters)} "
+                          f"(the {len(runs)} runs found: {statuses})")
+    return kept
+
+
+def _field(run: Run, key: str) -> str | None:
+    return run.status if key == "status" else run.overrides.get(key)
+
+
+def varying_overrides(runs: Sequence[Run]) -> list[str]:
+    """Override keys whose value differs between runs (or that only some runs set), in order."""
+    keys = dict.fromkeys(k for run in runs for k in run.overrides)
+    return [k for k in keys if len({run.overrides.get(k) for run in runs}) > 1]
+
+
+def shared_overrides(runs: Sequence[Run]) -> dict[str, str]:
+    """Overrides every run has, with the same value."""
+    first, *others = runs
+    return {k: v for k, v in first.overrides.items()
+            if all(r.overrides.get(k) == v for r in others)}
+
+
+def metric_mode(metric: str, runs: Sequence[Run]) -> str:
+    """`min` or `max`: the runs' own mode when they monitor `metric`, else min for losses."""
+    for run in runs:
+        if run.monitor == metric and run.mode in ("min", "max"):
+            return run.mode
+    return "min" if "loss" in metric else "max"
+
+
+def check_metrics(metrics: Sequence[str], runs: Sequence[Run]) -> None:
+    """Raise ConfigError for a metric that no run recorded (a typo would show empty columns)."""
+    known = {m for run in runs for m in (run.monitor, *run.last_metrics, *run.test_metrics)}
+    for metric in metrics:
+        if metric not in known and not any(metric in run.curves for run in runs):
+            known |= {m for run in runs for m in run.curves}
+            raise ConfigError(f"--metric {metric!r}: no run recorded it; choose one of "
+                              f"{', '.join(sorted(known))}")
+
+
+def _most_common_monitor(runs: Sequence[Run]) -> str:
+    return Counter(run.monitor for run in runs).most_common(1)[0][0]
+
+
+def leaderboard_row(run: Run, varying: Sequence[str], metrics: Sequence[str],
+                    modes: dict[str, str]) -> dict[str, Any]:
+    """One run's raw values: varying overrides, status, progress, metrics, duration, path."""
+    row: dict[str, Any] = {k: run.overrides.get(k) for k in varying}
+    row.update(status=run.status, epochs=run.epochs, max_epochs=run.max_epochs)
+    for metric in metrics:
+        row[f"best_{metric}"] = best_value(run, metric, modes[metric])
+        row[f"final_{metric}"] = final_value(run, metric)
+    row.update(run.test_metrics)
+    row.update(duration_s=run.duration_s, run_dir=str(run.path))
+    return row
+
+
+def best_value(run: Run, metric: str, mode: str) -> float | None:
+    """The best value of `metric`: the checkpoint callback's for the monitor, else the CSV's."""
+    if metric == run.monitor and run.best_metric is not None:
+        return run.best_metric
+    values = [v for _, v in run.curves.get(metric, []) if math.isfinite(v)]
+    if not values:
+        return None
+    return min(values) if mode == "min" else max(values)
+
+
+def final_value(run: Run, metric: str) -> float | None:
+    """The last recorded value of `metric` (summary first, CSV for older runs)."""
+    if metric in run.last_metrics:
+        return run.last_metrics[metric]
+    if metric in run.test_metrics:
+        return run.test_metrics[metric]
+    curve = run.curves.get(metric)
+    return curve[-1][1] if curve else None
+
+
+def sort_column(key: str, columns: Sequence[str]) -> str:
+    """The column `--sort key` means: a column name, or a chosen metric (its best value)."""
+    if key in columns:
+        return key
+    if f"best_{key}" in columns:
+        return f"best_{key}"
+    raise ConfigError(f"--sort {key!r} is not a column; choose one of {', '.join(columns)} "
+                      f"(add --metric {key} to rank by another metric)")
+
+
+def column_mode(column: str, modes: dict[str, str], runs: Sequence[Run]) -> str:
+    """Whether smaller (`min`) or larger (`max`) values of `column` rank first."""
+    metric = column.split("_", 1)[1] if column.startswith(("best_", "final_")) else column
+    if metric in modes:
+        return modes[metric]
+    if metric.startswith("test_"):
+        return metric_mode("val_" + metric[5:], runs)
+    return "min"
+
+
+def sort_order(values: Sequence[Any], descending: bool) -> list[int]:
+    """Indices that sort `values`: numbers, then text, then missing or NaN values (stable)."""
+    items = [_number_or_text(v) for v in values]
+    numbers = sorted((i for i, v in enumerate(items) if isinstance(v, float)),
+                     key=lambda i: items[i], reverse=descending)
+    texts = sorted((i for i, v in enumerate(items) if isinstance(v, str)),
+                   key=lambda i: items[i], reverse=descending)
+    return numbers + texts + [i for i, v in enumerate(items) if v is None]
+
+
+def _number_or_text(value: Any) -> float | str | None:
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return None if math.isnan(number) else number
+
+
+def group_keys(group_by: Sequence[str] | None, varying: Sequence[str],
+               runs: Sequence[Run]) -> list[str]:
+    """`--group-by` keys (comma lists allowed); by default every varying override but seed."""
+    if group_by is None:
+        return [k for k in varying if k != "seed"]
+    keys = [k.strip() for item in group_by for k in item.split(",") if k.strip()]
+    known = {"status"} | {k for run in runs for k in run.overrides}
+    for key in keys:
+        if key not in known:
+            raise ConfigError(f"--group-by {key!r}: no run has it; group by status or an override "
+                              f"key ({', '.join(sorted(known))})")
+    return list(dict.fromkeys(keys))
+
+
+def aggregate(runs: Sequence[Run], rows: Sequence[dict[str, Any]], keys: Sequence[str],
+              columns: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per value combination of `keys`, in leaderboard order: n, statuses, and for
+    each column mean and sample std over the group's completed runs."""
+    groups: dict[tuple, list[int]] = {}
+    for i, run in enumerate(runs):
+        groups.setdefault(tuple(_field(run, k) for k in keys), []).append(i)
+    table = []
+    for values, members in groups.items():
+        completed = [rows[i] for i in members if runs[i].status == "completed"]
+        row: dict[str, Any] = dict(zip(keys, values, strict=True))
+        row["n"] = len(completed)
+        statuses = Counter(runs[i].status for i in members)
+        row["statuses"] = ", ".join(f"{n} {s}" for s, n in statuses.items())
+        for column in columns:
+            numbers = [r[column] for r in completed
+                       if r[column] is not None and math.isfinite(r[column])]
+            row[f"{column}_mean"] = statistics.fmean(numbers) if numbers else None
+            row[f"{column}_std"] = statistics.stdev(numbers) if len(numbers) > 1 else None
+        table.append(row)
+    return table

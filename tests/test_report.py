@@ -1,0 +1,342 @@
+"""`dlops report`: fast tests on run dirs written in the contract's format, and one end-to-end
+test on real sweeps and a killed run (`@pytest.mark.slow`)."""
+
+import csv
+import io
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dlops.cli import main
+from dlops.runs.discover import find_run_dirs, load_run, process_alive
+from dlops.runs.summary import read_summary, write_summary
+
+ROOT = Path(__file__).resolve().parents[1]
+COLUMNS = ["epoch", "step", "test_acc", "test_auroc", "test_loss", "train_acc", "train_loss",
+           "val_acc", "val_auroc", "val_loss"]
+
+
+def write_run(run_dir: Path, overrides: list[str], val_loss: list[float], status: str = "completed",
+              summary: bool = True, **fields) -> Path:
+    """A run dir as dlops writes it: .hydra/, csv/metrics.csv (Lightning CSVLogger rows) and
+    summary.json; `fields` replace summary keys."""
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (run_dir / ".hydra" / "config.yaml").write_text(
+        "monitor: val_loss\nmode: min\ntrainer:\n  max_epochs: 3\n")
+    done = status == "completed"
+    test = {"test_loss": val_loss[-1] + 0.01, "test_acc": 1 - val_loss[-1],
+            "test_auroc": 0.99} if done else {}
+    rows = []
+    for epoch, loss in enumerate(val_loss):
+        step = 10 * (epoch + 1)
+        rows.append({"epoch": epoch, "step": step, "val_loss": loss, "val_acc": 1 - loss,
+                     "val_auroc": 0.9})
+        rows.append({"epoch": epoch, "step": step, "train_loss": loss + 0.1, "train_acc": 0.9})
+    if done:
+        rows.append({"epoch": len(val_loss), "step": 10 * len(val_loss), **test})
+    (run_dir / "csv").mkdir()
+    with open(run_dir / "csv" / "metrics.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    if summary:
+        last = {k: v for row in rows if "test_loss" not in row for k, v in row.items()}
+        write_summary(run_dir, {
+            "schema": 1, "status": status, "name": "train", "run_dir": str(run_dir),
+            "overrides": overrides, "started_at": "2026-01-01T10:00:00+00:00",
+            "started_at_unix": time.time() - 100, "duration_s": 12.5 if done else None,
+            "monitor": "val_loss", "mode": "min", "max_epochs": 3,
+            "epochs_completed": len(val_loss),
+            "last_metrics": {k: v for k, v in last.items() if k not in ("epoch", "step")},
+            "best_metric": min(val_loss) if val_loss else None,
+            "test_metrics": test,
+            "error": None if status != "failed" else {"type": "ValueError", "message": "bad <lr>"},
+            "host": os.uname().nodename, "pid": 1, **fields,
+        })
+    return run_dir
+
+
+def report(*args: str, capsys) -> tuple[int, str, str]:
+    code = main(["report", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def report_json(*args: str, capsys) -> dict:
+    code, out, err = report(*args, "--format", "json", capsys=capsys)
+    assert code == 0, err
+    return json.loads(out)
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    """A seed x model sweep with different numbers per job, plus a failed job."""
+    root = tmp_path / "multirun" / "2026-01-01" / "10-00-00"
+    losses = {("1", "mlp"): [0.5, 0.30], ("2", "mlp"): [0.6, 0.34],
+              ("1", "cnn"): [0.4, 0.20], ("2", "cnn"): [0.3, 0.26]}
+    for num, ((seed, model), loss) in enumerate(losses.items()):
+        write_run(root / str(num), [f"seed={seed}", f"model={model}", "trainer.max_epochs=2"], loss)
+    write_run(root / "4", ["seed=3", "model=mlp", "trainer.max_epochs=2"], [], status="failed")
+    (root / "multirun.yaml").write_text("hydra: {}\n")
+    return root
+
+
+def test_finds_run_dirs_recursively_and_tolerates_odd_folders(tmp_path: Path) -> None:
+    write_run(tmp_path / "outputs" / "2026-01-01" / "10-00-00", ["seed=1"], [0.5])
+    write_run(tmp_path / "multirun" / "d" / "t" / "10", ["seed=10"], [0.5])
+    write_run(tmp_path / "multirun" / "d" / "t" / "2", ["seed=2"], [0.5])
+    (tmp_path / "multirun" / "d" / "empty").mkdir()
+    (tmp_path / "multirun" / "d" / "t" / "2" / "checkpoints" / "nested").mkdir(parents=True)
+    write_run(tmp_path / "multirun" / "d" / "t" / "2" / "wandb" / "inner", ["x=1"], [0.1])
+    found = find_run_dirs([tmp_path, tmp_path / "multirun"])  # overlapping paths: once each
+    names = [p.relative_to(tmp_path.resolve()).as_posix() for p in found]
+    assert names == ["multirun/d/t/2", "multirun/d/t/10", "outputs/2026-01-01/10-00-00"]
+
+
+def test_reads_older_runs_without_summary_and_broken_summaries(tmp_path: Path, capsys) -> None:
+    write_run(tmp_path / "old", ["seed=1"], [0.5, 0.4], summary=False)
+    write_run(tmp_path / "broken", ["seed=2"], [0.3])
+    (tmp_path / "broken" / "summary.json").write_text('{"status": "compl')  # half a file
+    (tmp_path / "hydra_only" / ".hydra").mkdir(parents=True)  # died before writing anything
+    old = load_run(tmp_path / "old")
+    assert (old.status, old.overrides, old.epochs) == ("unknown", {"seed": "1"}, 2)
+    assert old.last_metrics["val_loss"] == 0.4 and old.test_metrics["test_acc"] == 0.6
+    doc = report_json(str(tmp_path), capsys=capsys)
+    rows = {Path(r["run_dir"]).name: r for r in doc["runs"]}
+    assert set(rows) == {"old", "broken", "hydra_only"}
+    assert rows["broken"]["best_val_loss"] == 0.3  # from its CSV
+    assert rows["old"]["best_val_loss"] == 0.4 and rows["old"]["final_val_loss"] == 0.4
+    assert rows["hydra_only"]["status"] == "unknown" and rows["hydra_only"]["best_val_loss"] is None
+
+
+def test_leaderboard_shows_varying_overrides_sorted_by_monitor(sweep: Path, capsys) -> None:
+    doc = report_json(str(sweep), capsys=capsys)
+    rows = doc["runs"]
+    assert doc["varying_overrides"] == ["seed", "model"]
+    assert doc["shared_overrides"] == {"trainer.max_epochs": "2"}
+    assert [r["best_val_loss"] for r in rows] == [0.2, 0.26, 0.3, 0.34, None]
+    assert [r["status"] for r in rows][-1] == "failed"  # failed runs stay, at the bottom
+    for row in rows:
+        summary = read_summary(row["run_dir"])
+        assert row["best_val_loss"] == summary["best_metric"]
+        assert row["test_acc"] == summary["test_metrics"].get("test_acc")
+        assert row["duration_s"] == summary["duration_s"]
+        assert "trainer.max_epochs" not in row
+    code, out, _ = report(str(sweep), capsys=capsys)  # the rich table, in the same order
+    assert code == 0
+    lines = [line for line in out.splitlines() if "multirun" in line]
+    assert [line.split("│")[-2].strip()[-1] for line in lines] == ["2", "3", "0", "1", "4"]
+    assert "failed" in lines[-1] and "trainer.max_epochs=2" in out
+
+
+def test_sort_metric_and_filter_options(sweep: Path, capsys) -> None:
+    rows = report_json(str(sweep), "--metric", "val_acc", capsys=capsys)["runs"]
+    assert [r["best_val_acc"] for r in rows][:4] == pytest.approx([0.8, 0.74, 0.7, 0.66])
+    rows = report_json(str(sweep), "--sort", "seed", "--reverse", capsys=capsys)["runs"]
+    assert [r["seed"] for r in rows] == ["3", "2", "2", "1", "1"]
+    doc = report_json(str(sweep), "--filter", "status=completed", "--filter", "model=cnn",
+                      capsys=capsys)
+    assert [r["seed"] for r in doc["runs"]] == ["1", "2"]
+    assert doc["shared_overrides"]["model"] == "cnn"  # no longer varies: not a column
+    rows = report_json(str(sweep), "--filter", "seed!=1", "--filter", "status=completed",
+                       "--filter", "status=failed", capsys=capsys)["runs"]
+    assert sorted(r["seed"] for r in rows) == ["2", "2", "3"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--filter", "colour=red"], "no run has 'colour'"),
+    (["--filter", "status"], "must look like key=value"),
+    (["--filter", "status=diverged"], "no run matches status=diverged"),
+    (["--sort", "speed"], "--sort 'speed' is not a column"),
+    (["--group-by", "optimizer"], "--group-by 'optimizer'"),
+    (["--metric", "val_los"], "--metric 'val_los': no run recorded it; choose one of test_acc"),
+])
+def test_bad_options_get_one_message(sweep: Path, capsys, args: list[str], message: str) -> None:
+    code, out, err = report(str(sweep), *args, capsys=capsys)
+    assert code == 2 and out == "" and message in err and "Traceback" not in err
+
+
+def test_bad_paths_get_one_message(tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    for path, message in [("missing", "does not exist"), ("file.txt", "is not a folder"),
+                          ("empty", "no run dirs found")]:
+        code, _, err = report(str(tmp_path / path), capsys=capsys)
+        assert code == 2 and message in err
+
+
+def test_group_by_gives_mean_std_and_count_over_completed_runs(sweep: Path, capsys) -> None:
+    doc = report_json(str(sweep), capsys=capsys)  # default: every varying override but seed
+    groups = {g["model"]: g for g in doc["groups"]}
+    assert list(groups) == ["cnn", "mlp"]  # best mean first
+    assert groups["cnn"]["n"] == 2 and groups["cnn"]["statuses"] == "2 completed"
+    assert groups["mlp"]["n"] == 2 and groups["mlp"]["statuses"] == "2 completed, 1 failed"
+    assert groups["mlp"]["best_val_loss_mean"] == pytest.approx(0.32)
+    assert groups["mlp"]["best_val_loss_std"] == pytest.approx(statistics.stdev([0.30, 0.34]))
+    assert groups["cnn"]["test_acc_mean"] == pytest.approx(1 - 0.23)
+    code, out, _ = report(str(sweep), "--group-by", "model", "--format", "csv", capsys=capsys)
+    table = list(csv.DictReader(io.StringIO(out)))
+    assert [r["model"] for r in table] == ["cnn", "mlp"]
+    assert float(table[0]["best_val_loss_mean"]) == pytest.approx(0.23)
+    code, out, _ = report(str(sweep), "--group-by", "model", capsys=capsys)
+    assert "0.2300 ± 0.0424" in out and "0.3200 ± 0.0283" in out and "multirun" not in out
+
+
+def test_markdown_and_csv_formats(sweep: Path, capsys) -> None:
+    code, out, _ = report(str(sweep), "--format", "md", capsys=capsys)
+    lines = out.splitlines()
+    assert lines[0] == "**5 runs ranked by best_val_loss (min first)**"
+    assert lines[2].startswith("| seed | model | status | epochs | best_val_loss |")
+    assert "| 1 | cnn | completed | 2/3 | 0.2000 |" in out
+    assert "grouped by model" in out  # seeds merge into groups: the aggregate follows
+    code, out, _ = report(str(sweep), "--format", "csv", capsys=capsys)
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 5 and float(rows[0]["best_val_loss"]) == 0.2 and rows[4]["test_acc"] == ""
+
+
+def test_diverged_run_shows_its_best_finite_value_and_nan_final(sweep: Path, capsys) -> None:
+    write_run(sweep / "5", ["seed=9", "model=mlp", "trainer.max_epochs=2"], [0.1, float("nan")],
+              status="diverged", best_metric=None)
+    rows = report_json(str(sweep), capsys=capsys)["runs"]
+    assert [r["status"] for r in rows] == ["diverged"] + ["completed"] * 4 + ["failed"]
+    assert rows[0]["best_val_loss"] == 0.1 and rows[0]["final_val_loss"] is None  # NaN: null
+    code, out, _ = report(str(sweep), "--format", "md", capsys=capsys)
+    assert "| 9 | mlp | diverged | 2/3 | 0.1000 | nan |" in out
+
+
+def test_running_run_whose_process_is_gone_shows_as_killed(tmp_path: Path, capsys) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    write_run(tmp_path / "killed", ["seed=1"], [0.5], status="running", pid=dead.pid)
+    write_run(tmp_path / "alive", ["seed=2"], [0.4], status="running", pid=os.getpid(),
+              started_at_unix=time.time())
+    write_run(tmp_path / "elsewhere", ["seed=3"], [0.3], status="running", pid=dead.pid,
+              host="another-host")
+    write_run(tmp_path / "reused", ["seed=4"], [0.6], status="running", pid=os.getpid(),
+              started_at_unix=time.time() - 10 * 24 * 3600)  # our pid, but the run is older
+    statuses = {Path(r["run_dir"]).name: r["status"]
+                for r in report_json(str(tmp_path), capsys=capsys)["runs"]}
+    assert statuses == {"killed": "killed", "alive": "running", "elsewhere": "running",
+                        "reused": "killed"}
+    assert process_alive(os.getpid()) and not process_alive(dead.pid)
+
+
+def test_curves_and_html_are_self_contained_and_escaped(sweep: Path, tmp_path: Path,
+                                                        capsys) -> None:
+    evil = "<script>alert('x')</script>"
+    write_run(sweep / "5", ["seed=1", f"name={evil}", "trainer.max_epochs=2"], [0.7, 0.6])
+    plots = sweep / "0" / "plots"
+    plots.mkdir()
+    (plots / "confusion_matrix.png").write_bytes(b"\x89PNG\r\n\x1a\nconfusion")
+    html_path, curves = tmp_path / "report" / "out.html", tmp_path / "curves"
+    code, _, err = report(str(sweep), "--metric", "val_loss", "--metric", "train_loss",
+                          "--html", str(html_path), "--curves", str(curves), capsys=capsys)
+    assert code == 0, err
+    for metric in ("val_loss", "train_loss"):
+        assert (curves / f"{metric}.png").read_bytes().startswith(b"\x89PNG")
+    page = html_path.read_text()
+    assert evil not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
+    assert page.count("data:image/png;base64,") == 3  # two curves + one confusion matrix
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert "bad &lt;lr&gt;" in page  # the failed run's error message, escaped
+    assert "6 runs ranked by best_val_loss" in page and "grouped by model, name" in page
+
+
+def test_report_imports_no_torch_or_plotting(sweep: Path) -> None:
+    code = ("import sys; from dlops.cli import main; main(['report', sys.argv[1], '--format', "
+            "'json']); heavy = {'torch', 'pytorch_lightning', 'matplotlib', 'pandas'}; "
+            "sys.exit(sorted(heavy & set(sys.modules)) or 0)")
+    result = subprocess.run([sys.executable, "-c", code, str(sweep)], capture_output=True,
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert result.returncode == 0, result.stderr
+
+
+# ---- end to end: real sweeps, a killed run -------------------------------------------------
+
+# fewer batches than an epoch of the bundled digits, to keep these tests near a minute
+FAST = ["+trainer.limit_train_batches=10", "+trainer.limit_val_batches=5",
+        "+trainer.limit_test_batches=5", "callbacks.progress_bar.refresh_rate=0"]
+
+
+def train(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A seed x model sweep, a sweep with a failed job, and a run killed after one epoch."""
+    cwd = tmp_path_factory.mktemp("e2e")
+    sweep = train(["-m", "seed=1,2", "model=mlp,cnn", "trainer.max_epochs=2", *FAST], cwd)
+    assert sweep.wait(timeout=300) == 0, sweep.stderr.read()
+    failing = train(["-m", "model.optimizer.lr=-1", "trainer.max_epochs=2"], cwd)
+    failing.wait(timeout=120)
+    killed = train(["trainer.max_epochs=50", "name='<script>alert(1)</script>'", *FAST], cwd)
+    deadline = time.time() + 120
+    while time.time() < deadline and killed.poll() is None:
+        summaries = list((cwd / "outputs").glob("*/*/summary.json"))
+        if summaries and (read_summary(summaries[0].parent) or {}).get("epochs_completed", 0) >= 1:
+            break
+        time.sleep(0.1)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    return cwd
+
+
+@pytest.mark.slow
+def test_end_to_end_sweep_report_matches_summaries(trained: Path, capsys) -> None:
+    (sweep_dir,) = [p for p in (trained / "multirun").glob("*/*") if len(list(p.iterdir())) > 2]
+    summaries = {str(p.parent): json.loads(p.read_text()) for p in sweep_dir.glob("*/summary.json")}
+    doc = report_json(str(sweep_dir), capsys=capsys)
+    rows = doc["runs"]
+    assert len(rows) == 4 and doc["varying_overrides"] == ["seed", "model"]
+    assert [r["best_val_loss"] for r in rows] == sorted(s["best_metric"]
+                                                        for s in summaries.values())
+    for row in rows:
+        summary = summaries[row["run_dir"]]
+        assert row["status"] == "completed" and row["epochs"] == 2
+        assert row["final_val_loss"] == summary["last_metrics"]["val_loss"]
+        assert {k: row[k] for k in summary["test_metrics"]} == summary["test_metrics"]
+    code, out, _ = report(str(sweep_dir), capsys=capsys)
+    assert code == 0 and len([line for line in out.splitlines() if str(sweep_dir) in line]) == 4
+
+    groups = report_json(str(sweep_dir), "--group-by", "model", capsys=capsys)["groups"]
+    assert sorted(g["model"] for g in groups) == ["cnn", "mlp"]
+    for group in groups:
+        best = [s["best_metric"] for s in summaries.values() if f"model={group['model']}"
+                in s["overrides"]]
+        assert group["n"] == 2
+        assert group["best_val_loss_mean"] == pytest.approx(statistics.fmean(best), rel=1e-12)
+        assert group["best_val_loss_std"] == pytest.approx(statistics.stdev(best), rel=1e-12)
+    code, out, _ = report(str(sweep_dir), "--group-by", "model", capsys=capsys)
+    table = [line for line in out.splitlines() if line.startswith("│")]
+    assert len(table) == 2 and all(" ± " in line for line in table)
+
+
+@pytest.mark.slow
+def test_end_to_end_failed_and_killed_runs_appear_in_html(trained: Path, tmp_path: Path,
+                                                          capsys) -> None:
+    paths = [str(trained / "multirun"), str(trained / "outputs")]
+    rows = report_json(*paths, capsys=capsys)["runs"]
+    assert sorted(r["status"] for r in rows) == ["completed"] * 4 + ["failed", "killed"]
+    (killed,) = [r for r in rows if r["status"] == "killed"]
+    assert killed["epochs"] >= 1 and killed["max_epochs"] == 50
+    assert killed["best_val_loss"] == read_summary(killed["run_dir"])["best_metric"]
+    html_path = tmp_path / "report.html"
+    code, out, err = report(*paths, "--html", str(html_path), capsys=capsys)
+    assert code == 0, err
+    assert "killed" in out and "failed" in out
+    page = html_path.read_text()
+    assert "<script>alert(1)</script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert page.count("data:image/png;base64,") >= 1 and "https://" not in page
+    assert "model.optimizer.lr must be a number &gt; 0" in page
