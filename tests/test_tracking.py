@@ -25,6 +25,10 @@ def test_tensorboard_has_val_loss_for_every_epoch(tmp_path):
     events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
     assert len(events.Scalars("val_loss")) == 3
     assert len(events.Scalars("train_loss")) == 3
+    # the config in the HPARAMS tab, with the best val_loss as hp_metric
+    hparams = b"".join(events.PluginTagToContent("hparams").values())
+    assert b"model/net/hidden_sizes" in hparams and b"datamodule/batch_size" in hparams
+    assert events.Scalars("hp_metric")[-1].value == pytest.approx(summary(run_dir)["best_metric"])
     assert summary(run_dir)["loggers"] == ["CSVLogger", "TensorBoardLogger"]
 
 
@@ -106,6 +110,7 @@ def test_api_key_never_lands_in_the_run_dir(tmp_path):
           env=clean_env(WANDB_API_KEY=marker))
     [run_dir] = run_dirs(tmp_path)
     assert summary(run_dir)["wandb"]["offline"] is True  # key but no network: offline
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outputs"]  # nothing written outside
     files = [p for p in run_dir.rglob("*") if p.is_file()]
     assert len(files) > 20
     for path in files:

@@ -70,7 +70,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) -> flo
     if not (cfg.model.get("scheduler") and loggers):  # nothing for a learning-rate monitor to log
         callbacks = [c for c in callbacks if type(c).__name__ != "LearningRateMonitor"]
     callbacks.append(RunStatus(str(run_dir), summary))
-    status = "failed"
+    status, objective = "failed", None
     try:
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
         record_trackers(loggers, summary)
@@ -78,7 +78,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) -> flo
         objective = fit_then_test(cfg, trainer, model, datamodule, run_dir, summary)
         status = "completed"
     finally:
-        finish(loggers, status)
+        finish(loggers, status, objective)
     if (run_dir / METRICS_CSV).is_file():
         plot_learning_curves(run_dir)
     return objective
