@@ -23,6 +23,9 @@ from dlops.errors import ConfigError
 
 # set by torchrun, by Lightning for the processes it starts, and by srun
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+# what Lightning sets in the environment of the process that starts the ranks
+DDP_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE",
+                 "OMP_NUM_THREADS")
 CONFIG_FLAGS = ("-cp", "-cn", "-cd", "--config-path", "--config-name", "--config-dir")
 
 
@@ -60,14 +63,18 @@ def clean_process_state() -> Iterator[None]:
     """
     import torch
 
-    environ, argv, threads = dict(os.environ), list(sys.argv), torch.get_num_threads()
+    environ = {name: os.environ.get(name) for name in DDP_VARIABLES}
+    argv, threads = list(sys.argv), torch.get_num_threads()
     try:
         yield
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-        os.environ.clear()
-        os.environ.update(environ)
+        for name, value in environ.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         sys.argv[:] = argv
         torch.set_num_threads(threads)
 

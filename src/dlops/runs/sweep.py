@@ -20,8 +20,7 @@ COLUMNS = ("job", "status", "overrides", "monitor", "best", "duration_s", "run_d
 def job_dirs(sweep_dir: str | Path) -> list[Path]:
     """The sweep's job dirs (Hydra writes `.hydra/` before the job's code runs), by job number."""
     dirs = [p.parent for p in Path(sweep_dir).glob("*/.hydra")]
-    return sorted(dirs, key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0,
-                                       d.name))
+    return sorted(dirs, key=lambda d: (int(d.name) if d.name.isdigit() else math.inf, d.name))
 
 
 def job_row(run_dir: Path) -> dict[str, Any]:
