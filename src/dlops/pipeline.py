@@ -13,6 +13,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from dlops.errors import ConfigError, DivergedError
+from dlops.runs.ddp import clean_process_state, is_rank_zero, prepare_relaunch
 from dlops.runs.summary import git_commit, now, package_versions, write_summary
 from dlops.validate import validate
 
@@ -28,10 +29,19 @@ def train(cfg: DictConfig) -> float | None:
     """
     run_dir = Path(cfg.paths.output_dir)
     summary = start_summary(cfg, run_dir)
+    if not is_rank_zero():  # a DDP rank > 0, started by Lightning or SLURM: rank 0 records the run
+        try:
+            return fit_and_test(cfg, run_dir, summary)
+        except BaseException as exc:  # noqa: BLE001
+            if user_message(exc) is None:
+                raise  # unexpected, maybe in this rank only: Lightning then stops every rank
+            log.error("rank > 0 stopped, rank 0 records why: %s", user_message(exc))
+            return None  # exit 0, or Lightning would kill rank 0 before it records the run
     write_summary(run_dir, summary)
     try:
         validate(cfg)
-        objective = fit_and_test(cfg, run_dir, summary)
+        with clean_process_state():
+            objective = fit_and_test(cfg, run_dir, summary)
     except BaseException as exc:  # noqa: BLE001 - every end of a run must be recorded
         return record_failure(exc, run_dir, summary)
     summary.update(status="completed", ended_at=now(), duration_s=_duration(summary))
@@ -73,13 +83,14 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) -> flo
     status, objective = "failed", None
     try:
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        prepare_relaunch(trainer, run_dir)
         record_trackers(loggers, summary)
         log_config(loggers, cfg, parameters=summary["parameters"], seed=cfg.seed, tags=summary["tags"])
         objective = fit_then_test(cfg, trainer, model, datamodule, run_dir, summary)
         status = "completed"
     finally:
         finish(loggers, status, objective)
-    if (run_dir / METRICS_CSV).is_file():
+    if (run_dir / METRICS_CSV).is_file() and is_rank_zero():
         plot_learning_curves(run_dir)
     return objective
 
@@ -157,17 +168,17 @@ def record_failure(exc: BaseException, run_dir: Path, summary: dict[str, Any]) -
     message = user_message(exc)
     status = ("diverged" if isinstance(exc, DivergedError)
               else "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
-    error = {"type": type(exc).__name__, "message": message or str(exc)}
-    if message is None:  # unexpected: keep the whole traceback beside the summary
-        (run_dir / "traceback.txt").write_text("".join(traceback.format_exception(exc)))
-        error["traceback"] = "traceback.txt"
+    error = {"type": type(exc).__name__, "message": message or str(exc),
+             "traceback": "traceback.txt"}
+    (run_dir / "traceback.txt").write_text("".join(traceback.format_exception(exc)))
     summary.update(status=status, ended_at=now(), duration_s=_duration(summary), error=error)
     write_summary(run_dir, summary)
     text = message or f"{error['type']}: {exc} (traceback in {run_dir / 'traceback.txt'})"
     log.error("run %s in %s: %s", status, run_dir, text)
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         raise exc
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+    if (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+            and status != "interrupted"):  # Ctrl-C stops the whole sweep
         return math.nan  # the sweep records the failure and carries on
     raise SystemExit(1)
 
