@@ -7,6 +7,8 @@
 - A job that failed returns NaN (`dlops.pipeline.record_failure`); Optuna 2.10 refuses a NaN
   objective and Hydra's sweeper then crashes, so NaN is handed over as "no value": the trial
   is marked failed and the search goes on.
+- Optuna 2's database storage fails on SQLAlchemy 2 (a bare AssertionError deep inside);
+  that case stops at once with one message saying what to install.
 
 Hydra accepts sweepers only from the `hydra_plugins` package, hence this package.
 """
@@ -28,6 +30,7 @@ class ContinuingOptunaSweeper(OptunaSweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         impl = self.sweeper
+        check_storage(impl.storage)
         Path(str(impl.sweep_dir)).mkdir(parents=True, exist_ok=True)  # the study may live there
         impl.job_idx = len(self.trials())
         impl.launcher.launch = _nan_as_failure(impl.launcher.launch)
@@ -49,6 +52,21 @@ class ContinuingOptunaSweeper(OptunaSweeper):
                                      storage=self.sweeper.storage).trials
         except KeyError:  # a new study
             return []
+
+
+def check_storage(storage: Any) -> None:
+    """Stop with one clear message where optuna 2's database storage cannot work."""
+    from importlib.metadata import version
+
+    def major(package: str) -> int:
+        return int(version(package).split(".")[0])
+
+    if isinstance(storage, str) and major("optuna") < 3 and major("sqlalchemy") >= 2:
+        raise SystemExit(
+            f"hparams_search: optuna {version('optuna')} cannot keep its study in {storage} with "
+            f"SQLAlchemy {version('sqlalchemy')}; install SQLAlchemy 1.4 (pip install -e . pins "
+            "'sqlalchemy<2' and 'alembic<1.14'), or set hydra.sweeper.storage=null for a study "
+            "kept in memory only.")
 
 
 def _nan_as_failure(launch: Callable[..., Any]) -> Callable[..., Any]:
