@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,8 +26,18 @@ def clean_env(**extra: str) -> dict[str, str]:
 def train(cwd: Path, *overrides: str, timeout: float = 300, env: dict | None = None,
           check: bool = True) -> subprocess.CompletedProcess:
     """Run `python train.py OVERRIDES` in `cwd`; with `check`, fail the test on a non-zero exit."""
-    result = subprocess.run([sys.executable, str(TRAIN), *overrides], cwd=cwd, env=env or clean_env(),
-                            capture_output=True, text=True, timeout=timeout)
+    # its own session, so that a timeout also ends the processes it started (DDP ranks, workers)
+    with subprocess.Popen([sys.executable, str(TRAIN), *overrides], cwd=cwd, env=env or clean_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
+            pytest.fail(f"train.py {' '.join(overrides)} ran over {timeout}s:\n"
+                        f"{stdout[-3000:]}\n{stderr[-3000:]}")
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     if check and result.returncode != 0:
         pytest.fail(f"train.py {' '.join(overrides)} exited {result.returncode}:\n"
                     f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")

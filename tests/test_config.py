@@ -13,7 +13,7 @@ from dlops.runs.resolvers import register_resolvers, unique_dir
 from dlops.validate import config_problems
 
 CONF = ROOT / "conf"
-GROUPS = ["datamodule", "model", "trainer", "logger", "callbacks", "debug", "experiment"]
+GROUPS = ["datamodule", "model", "trainer", "logger", "callbacks", "debug", "experiment", "hparams_search"]
 
 register_resolvers()
 
