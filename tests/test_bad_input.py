@@ -5,7 +5,10 @@ everything already written as it was.
 """
 
 import hashlib
+import json
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -156,6 +159,28 @@ def test_checkpoint_of_another_model(tmp_path, finished):
     before = fingerprint(run_dir)
     output = fails(tmp_path, f"resume={run_dir}", "trainer.max_epochs=2")
     assert "belongs to another model: its net is {'_target_': 'dlops.models.nets.CNN'" in output
+    assert fingerprint(run_dir) == before
+
+
+@pytest.mark.parametrize("status", ["diverged", "running"])
+def test_resume_of_a_diverged_or_still_running_run(tmp_path, finished, status):
+    run_dir = copy_run(finished, tmp_path)
+    info = summary(run_dir)
+    # "running": as if this very pytest process were the run, still alive
+    info.update(status=status, pid=os.getpid(), started_at_unix=time.time())
+    (run_dir / "summary.json").write_text(json.dumps(info))
+    before = fingerprint(run_dir)
+    output = fails(tmp_path, f"resume={run_dir}")
+    expected = "diverged (training loss not finite); resuming would diverge again" if status == "diverged" \
+        else f"is still running (pid {os.getpid()}"
+    assert expected in output and fingerprint(run_dir) == before
+
+
+def test_run_dir_that_already_holds_a_run(tmp_path, finished):
+    run_dir = copy_run(finished, tmp_path)
+    before = fingerprint(run_dir)
+    output = fails(tmp_path, f"hydra.run.dir={run_dir}")
+    assert f"{run_dir} already holds a run; continue it with resume={run_dir}" in output
     assert fingerprint(run_dir) == before
 
 

@@ -44,6 +44,9 @@ def train(cfg: DictConfig) -> float | None:
             log.info(resumed.done)
             return resumed.objective
         cfg, checkpoint, summary = resumed.cfg, resumed.checkpoint, resumed.summary
+    elif (run_dir / "summary.json").exists():  # e.g. hydra.run.dir=<an old run>: never overwrite it
+        return refuse(ConfigError(f"{run_dir} already holds a run; continue it with resume={run_dir} "
+                                  "or choose another hydra.run.dir"), run_dir)
     summary = summary or start_summary(cfg, run_dir)
     write_summary(run_dir, summary)
     signals.install()
@@ -214,8 +217,8 @@ def record_failure(exc: BaseException, run_dir: Path, summary: dict[str, Any]) -
 
 
 def refuse(exc: ConfigError, run_dir: Path) -> float:
-    """Report why `resume=` cannot continue `run_dir`, writing nothing into it."""
-    log.error("cannot resume %s: %s", run_dir, exc)
+    """Report why the run in `run_dir` cannot start or continue, writing nothing into it."""
+    log.error("cannot run in %s: %s", run_dir, exc)
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         return math.nan
     raise SystemExit(1)

@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -191,6 +192,7 @@ def plan(cfg: DictConfig, run_dir: Path) -> Plan:
 
     validate(new)
     checkpoint, resumed_from, rows = run_dir / LAST_CHECKPOINT, None, 0
+    warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     if checkpoint.exists():
         from dlops.runs.checkpoints import check_model, read_checkpoint
 
