@@ -10,15 +10,19 @@ import time
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from conftest import TRAIN, clean_env, run_dirs, summary, train
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from wandb_records import offline_runs, run_contents
 
+from dlops.callbacks.resumable import Resumable
 from dlops.data.batches import TensorBatches
-from dlops.errors import ConfigError
-from dlops.runs import checkpoints
+from dlops.data.mnist import MNISTDataModule
+from dlops.errors import ConfigError, Interrupted
+from dlops.models.classifier import Classifier
+from dlops.runs import checkpoints, signals
 from dlops.runs.resume import _resume_argv, continue_summary
 from dlops.tracking.csv import CSVLogger
 
@@ -192,6 +196,37 @@ def test_batches_resume_mid_epoch_without_repeating_or_skipping():
     assert state == {"epoch": 2, "batches_done": 2} and len(rest) == 2
     assert torch.equal(torch.cat(seen + rest).sort().values, labels)  # every sample exactly once
     assert len(list(fresh)) == 4  # the next pass is a whole epoch again
+
+
+def test_signal_in_an_epochs_last_batch_stops_at_its_end_and_resumes_without_gaps(tmp_path):
+    class SigtermAt(pl.Callback):  # a real SIGTERM to this process, as the 15th step ends
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == STEPS_PER_EPOCH:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    def fit(callbacks: list, keep_rows: int | None = None, ckpt_path: Path | None = None) -> pl.Trainer:
+        pl.seed_everything(0)
+        model = Classifier({"_target_": "dlops.models.nets.MLP", "hidden_sizes": [16]},
+                           {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.01})
+        trainer = pl.Trainer(max_epochs=2, logger=CSVLogger(str(tmp_path), keep_rows=keep_rows),
+                             callbacks=[*callbacks, Resumable(tmp_path / "checkpoints")],
+                             enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+        trainer.fit(model, datamodule=MNISTDataModule(batch_size=256), ckpt_path=ckpt_path, weights_only=True)
+        return trainer
+
+    signals.install()
+    try:
+        with pytest.raises(Interrupted):
+            fit([SigtermAt()])
+    finally:
+        signals.restore()
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)
+    assert saved["global_step"] == STEPS_PER_EPOCH and saved["dlops"]["csv_rows"] == 2  # epoch 0, whole
+    fit([], keep_rows=saved["dlops"]["csv_rows"], ckpt_path=last)
+    with open(tmp_path / "csv" / "metrics.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert epochs_with(rows, "val_loss") == [0, 1] and epochs_with(rows, "train_loss") == [0, 1]
 
 
 def test_csv_logger_keeps_the_file_and_cuts_back_to_the_checkpoint(tmp_path):

@@ -15,9 +15,12 @@ from dlops.tracking.csv import CSVLogger
 class Resumable(Checkpoint):
     """Writes `dirpath/last.ckpt` mid-epoch and stores in every checkpoint what an exact resume needs.
 
-    - On SIGINT/SIGTERM (see `dlops.runs.signals`): at the end of the current training batch, save
-      `last.ckpt` and raise `Interrupted`; during testing, stop at the end of the current batch.
-    - Every `every_n_train_steps` training steps (if set): save `last.ckpt`.
+    - On SIGINT/SIGTERM (see `dlops.runs.signals`): at the end of the current training batch (or,
+      in the epoch's last batch or its validation, at the epoch's end), save `last.ckpt` and raise
+      `Interrupted`; during testing, stop at the end of the current batch.
+    - Every `every_n_train_steps` training steps (if set): save `last.ckpt`. Not in an epoch's last
+      batch: Lightning resumes from there as if the epoch's validation had run; the epoch-end
+      checkpoint follows anyway.
     - At every epoch end when no ModelCheckpoint with `save_last` does it already.
     - In each checkpoint: the random number generator states and how many rows metrics.csv had,
       so that a resumed run draws the same random numbers and appends exactly the missing rows.
@@ -39,6 +42,8 @@ class Resumable(Checkpoint):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return  # Lightning would resume from here past the epoch's validation: wait for its end
         if self._stop_requested(trainer):
             self._save(trainer)
             raise Interrupted(signals.requested() or signals.SIGNALS[1])
@@ -46,8 +51,11 @@ class Resumable(Checkpoint):
             self._save(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.save_at_epoch_end:
-            self._save(trainer)
+        stop = self._stop_requested(trainer)  # e.g. asked during the last batch or the validation
+        if self.save_at_epoch_end or stop:
+            self._save(trainer)  # after the epoch's rows are written: a resume starts the next epoch
+        if stop:
+            raise Interrupted(signals.requested() or signals.SIGNALS[1])
 
     def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                           batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -81,4 +89,4 @@ class Resumable(Checkpoint):
         for callback in trainer.checkpoint_callbacks:  # ModelCheckpoint keeps writing this same file
             if isinstance(callback, ModelCheckpoint) and callback.save_last and not callback.last_model_path:
                 callback.last_model_path = str(self.last_path)
-        trainer.save_checkpoint(self.last_path)
+        trainer.save_checkpoint(self.last_path, weights_only=False)  # the full training state
