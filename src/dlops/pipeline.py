@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlops.errors import ConfigError, DivergedError, Interrupted
 from dlops.runs import signals
+from dlops.runs.ddp import clean_process_state, is_rank_zero, prepare_relaunch
 from dlops.runs.summary import git_commit, now, package_versions, write_summary
 from dlops.validate import validate
 
@@ -32,6 +33,8 @@ def train(cfg: DictConfig) -> float | None:
     the run continues in its own directory (see dlops.runs.resume).
     """
     run_dir = Path(cfg.paths.output_dir)
+    if not is_rank_zero():  # a DDP rank > 0, started by Lightning or SLURM: rank 0 records the run
+        return train_other_rank(cfg, run_dir)
     checkpoint, summary = None, None
     if cfg.get("resume"):
         from dlops.runs.resume import plan
@@ -52,7 +55,8 @@ def train(cfg: DictConfig) -> float | None:
     signals.install()
     try:
         validate(cfg)
-        objective = fit_and_test(cfg, run_dir, summary, checkpoint)
+        with clean_process_state():
+            objective = fit_and_test(cfg, run_dir, summary, checkpoint)
     except BaseException as exc:  # noqa: BLE001 - every end of a run must be recorded
         return record_failure(exc, run_dir, summary)
     finally:
@@ -61,6 +65,24 @@ def train(cfg: DictConfig) -> float | None:
     write_summary(run_dir, summary)
     report(summary, run_dir)
     return objective
+
+
+def train_other_rank(cfg: DictConfig, run_dir: Path) -> None:
+    """A DDP rank > 0: fit beside rank 0, from the same checkpoint when resuming; rank 0 records."""
+    checkpoint = None
+    if cfg.get("resume"):
+        from dlops.runs.resume import resumed_config
+
+        cfg, checkpoint = resumed_config(cfg, run_dir)
+    try:
+        fit_and_test(cfg, run_dir, start_summary(cfg, run_dir), checkpoint)
+    except Interrupted:
+        return None  # every rank stopped at the same batch; rank 0 says so
+    except BaseException as exc:  # noqa: BLE001
+        if user_message(exc) is None:
+            raise  # unexpected, maybe in this rank only: Lightning then stops every rank
+        log.error("rank > 0 stopped, rank 0 records why: %s", user_message(exc))
+    return None  # exit 0, or Lightning would kill rank 0 before it records the run
 
 
 def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
@@ -102,13 +124,14 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
     try:
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                               plugins=[AtomicCheckpointIO()])
+        prepare_relaunch(trainer, run_dir)
         record_trackers(loggers, summary)
         log_config(loggers, cfg, parameters=summary["parameters"], seed=cfg.seed, tags=summary["tags"])
         objective = fit_then_test(cfg, trainer, model, datamodule, run_dir, summary, checkpoint)
         status = "completed"
     finally:
         finish(loggers, status, objective)
-    if (run_dir / METRICS_CSV).is_file():
+    if (run_dir / METRICS_CSV).is_file() and is_rank_zero():
         plot_learning_curves(run_dir)
     return objective
 
@@ -194,10 +217,9 @@ def record_failure(exc: BaseException, run_dir: Path, summary: dict[str, Any]) -
         signum = None
     message = user_message(exc) if signum is None else interrupt_message(exc, signum)
     status = ("diverged" if isinstance(exc, DivergedError) else "interrupted" if signum else "failed")
-    error = {"type": type(exc).__name__, "message": message or str(exc)}
-    if message is None:  # unexpected: keep the whole traceback beside the summary
-        (run_dir / "traceback.txt").write_text("".join(traceback.format_exception(exc)))
-        error["traceback"] = "traceback.txt"
+    error = {"type": type(exc).__name__, "message": message or str(exc),
+             "traceback": "traceback.txt"}
+    (run_dir / "traceback.txt").write_text("".join(traceback.format_exception(exc)))
     summary.update(status=status, ended_at=now(), duration_s=_duration(summary), error=error)
     try:
         write_summary(run_dir, summary)

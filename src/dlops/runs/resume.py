@@ -23,6 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from dlops.errors import ConfigError
+from dlops.runs.ddp import is_rank_zero
 from dlops.runs.discover import process_alive
 from dlops.runs.resolvers import make_run_dirs
 from dlops.runs.summary import git_commit, now, package_versions, read_summary
@@ -44,8 +45,11 @@ def _is_override(arg: str) -> bool:
     return "=" in arg and not arg.startswith("-")
 
 
-def _is_hydra(key: str) -> bool:
-    return key == "hydra" or key.startswith(("hydra.", "hydra/"))
+def _changes_the_run(key: str) -> bool:
+    """Whether an override given with resume= would change what the run is or where it lives."""
+    if key in ("hydra.run.dir", "hydra.sweep.dir"):
+        return True
+    return key not in RESUMABLE_KEYS and not (key == "hydra" or key.startswith(("hydra.", "hydra/")))
 
 
 def hydra_argv(argv: list[str]) -> list[str]:
@@ -54,6 +58,8 @@ def hydra_argv(argv: list[str]) -> list[str]:
 
     A bad `resume=` ends the program here with one message and exit code 1, before anything is written.
     """
+    if not is_rank_zero():  # a DDP rank > 0 that Lightning started in rank 0's run dir: as given
+        return argv
     try:
         argv = _resume_argv(argv)
     except ConfigError as exc:
@@ -74,8 +80,7 @@ def _resume_argv(argv: list[str]) -> list[str]:
     target = target.resolve()
     if not target.is_dir():
         raise ConfigError(f"resume={values[-1]}: {target} is not a directory.")
-    refused = [a for a in rest if _is_override(a) and not _is_hydra(override_key(a))
-               and override_key(a) not in RESUMABLE_KEYS]
+    refused = [a for a in rest if _is_override(a) and _changes_the_run(override_key(a))]
     if refused:
         raise ConfigError(
             f"resume continues a run with the config it was started with, so {' '.join(refused)} "
@@ -129,8 +134,9 @@ def _sweep_overrides(sweep_dir: Path, args: list[str]) -> list[str]:
     saved = OmegaConf.load(sweep_dir / "multirun.yaml")
     sweeper = OmegaConf.select(saved, "hydra.sweeper._target_")
     if sweeper != BASIC_SWEEPER:
-        raise ConfigError(f"{sweep_dir} was made by {sweeper}; only grid sweeps (Hydra's basic sweeper) "
-                          "can be resumed, because only they make the same jobs again.")
+        raise ConfigError(f"{sweep_dir} was made by {sweeper}; resume= continues grid sweeps (Hydra's "
+                          "basic sweeper), which make the same jobs again. An Optuna search continues "
+                          "with more trials when started again with the same hydra.sweep.dir.")
     given = [a for a in args if _is_override(a)]
     task = [o for o in saved.hydra.overrides.task if override_key(o) != "resume"]
     swept = {override_key(o) for o in task if "," in o.split("=", 1)[1] or "(" in o.split("=", 1)[1]}
@@ -158,20 +164,30 @@ class Plan:
     objective: float | None = None  # with `done`: the run's result, for a sweep
 
 
+def resumed_config(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, str | None]:
+    """The config `run_dir` was started with, plus the resumable overrides given now, and its
+    last.ckpt if there is one (what every DDP rank needs; `plan` also checks it)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    _check_run_dir(run_dir)
+    new = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    for key in (override_key(o) for o in overrides):
+        if key in RESUMABLE_KEYS:
+            OmegaConf.update(new, key, OmegaConf.select(cfg, key), force_add=True)
+    new.resume = str(run_dir)
+    checkpoint = run_dir / LAST_CHECKPOINT
+    return new, str(checkpoint) if checkpoint.exists() else None
+
+
 def plan(cfg: DictConfig, run_dir: Path) -> Plan:
     """Decide how to resume `run_dir`; raise ConfigError (writing nothing) when it cannot be resumed."""
     from hydra.core.hydra_config import HydraConfig
 
     overrides = [o for o in HydraConfig.get().overrides.task if override_key(o) != "resume"] \
         if HydraConfig.initialized() else []
-    _check_run_dir(run_dir)
+    new, _ = resumed_config(cfg, run_dir)
     original = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    new = original.copy()
-    for override in overrides:
-        if override_key(override) in RESUMABLE_KEYS:
-            key = override_key(override)
-            OmegaConf.update(new, key, OmegaConf.select(cfg, key), force_add=True)
-    new.resume = str(run_dir)
     old = read_summary(run_dir)
     if old is None:  # a sweep job that never started (or a run that died before its first write)
         return Plan(cfg=new)

@@ -1,0 +1,89 @@
+"""Distributed runs keep the run-directory contract: one directory, written by rank 0 only.
+
+With `strategy: ddp` Lightning starts ranks > 0 on this machine by running the script again
+(`python train.py <this process's arguments> hydra.run.dir=<hydra.run.dir> ...`). Inside a sweep
+that command would start the whole sweep again (`-m`) in a new directory, so before the fit the
+arguments become this job's own overrides and `hydra.run.dir` this job's run dir. On SLURM
+(`hydra/launcher=submitit_slurm` with `tasks_per_node` = devices) SLURM starts every rank and
+Lightning starts none.
+"""
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import read_write
+
+from dlops.errors import ConfigError
+
+# set by torchrun, by Lightning for the processes it starts, and by srun
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+# what Lightning sets in the environment of the process that starts the ranks
+DDP_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE",
+                 "OMP_NUM_THREADS")
+CONFIG_FLAGS = ("-cp", "-cn", "-cd", "--config-path", "--config-name", "--config-dir")
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is rank 0 of a distributed run, or not distributed at all."""
+    return all(os.environ.get(name, "0") == "0" for name in RANK_VARIABLES)
+
+
+def prepare_relaunch(trainer: Any, run_dir: Path) -> None:
+    """Make the ranks > 0 that Lightning will start for `trainer` run this one job in `run_dir`."""
+    strategy = trainer.strategy
+    if (type(strategy.launcher).__name__ != "_SubprocessScriptLauncher"
+            or strategy.cluster_environment.creates_processes_externally
+            or not HydraConfig.initialized()):
+        return
+    hydra = HydraConfig.get()
+    if hydra.mode == RunMode.MULTIRUN and not hydra.launcher._target_.endswith("BasicLauncher"):
+        raise ConfigError(
+            "trainer.strategy=ddp starts ranks > 0 by running train.py again, which works with the "
+            "default launcher only: sweep DDP jobs with it, or on SLURM with hydra/launcher="
+            "submitit_slurm and hydra.launcher.tasks_per_node=<trainer.devices>, so that SLURM "
+            "starts every rank.")
+    with read_write(hydra):
+        hydra.run.dir = str(run_dir)
+    # ranks > 0 log to the console only: the run dir's train.log is rank 0's
+    sys.argv[1:] = [*_config_flags(sys.argv[1:]), *hydra.overrides.task, "hydra/job_logging=stdout"]
+
+
+@contextmanager
+def clean_process_state() -> Iterator[None]:
+    """Give the process back as the job found it, so the next job of a sweep starts clean.
+
+    A DDP fit leaves a process group, `MASTER_PORT`, `LOCAL_RANK`, ... in the environment and
+    fewer torch threads; the next job would take them for its own.
+    """
+    import torch
+
+    environ = {name: os.environ.get(name) for name in DDP_VARIABLES}
+    argv, threads = list(sys.argv), torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for name, value in environ.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        sys.argv[:] = argv
+        torch.set_num_threads(threads)
+
+
+def _config_flags(argv: list[str]) -> list[str]:
+    """The arguments that choose the config (`-cn NAME`, `--config-dir=DIR`, ...)."""
+    kept, value_next = [], False
+    for arg in argv:
+        if value_next or arg.split("=", 1)[0] in CONFIG_FLAGS:
+            kept.append(arg)
+            value_next = arg in CONFIG_FLAGS
+    return kept
