@@ -60,7 +60,8 @@ class Classifier(pl.LightningModule):
         # scale 0-255 pixels and normalise in one multiply-add
         self.scale, self.shift = 1 / (255 * std), -mean / std
         # per-epoch running sums of training loss and correct predictions, and the sample count
-        self.register_buffer("train_sums", torch.zeros(2), persistent=False)
+        # (a plain tensor, not a buffer: DDP would overwrite every rank's sums with rank 0's)
+        self.train_sums = torch.zeros(2)
         self.train_count = 0
         self.outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"val": [], "test": []}
         # the last validation epoch's probabilities and labels (read by the evaluation callback)
@@ -88,12 +89,13 @@ class Classifier(pl.LightningModule):
         with torch.no_grad():
             preds = (logits > 0).long() if self.binary else logits.argmax(-1)
             n = labels.numel()
-            self.train_sums += torch.stack([loss * n, (preds == labels).sum().float()])
+            step_sums = torch.stack([loss * n, (preds == labels).sum().float()])
+            self.train_sums = self.train_sums.to(step_sums.device) + step_sums
             self.train_count += n
         return loss
 
     def on_train_epoch_start(self) -> None:
-        self.train_sums.zero_()
+        self.train_sums = torch.zeros(2, device=self.device)
         self.train_count = 0
 
     def _train_totals(self) -> torch.Tensor:
@@ -125,7 +127,7 @@ class Classifier(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         totals = checkpoint.get("train_totals")
         if totals is not None and self.global_rank == 0:  # other processes restart from zero
-            self.train_sums.copy_(totals[:2])
+            self.train_sums = totals[:2].clone()
             self.train_count = int(totals[2])
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
