@@ -1,13 +1,17 @@
 """Train a model from the composed Hydra config: `python train.py [overrides]`.
 
 Only Hydra is imported here; torch and Lightning load inside the task, so `--help` and
-`--cfg job` answer at once.
+`--cfg job` answer at once. `resume=RUN_DIR` (or a sweep dir, or `latest`) continues a run
+where it stopped: the command is rewritten before Hydra starts (see dlops.runs.resume).
 """
+
+import sys
 
 import hydra
 from omegaconf import DictConfig
 
 from dlops.runs.resolvers import register_resolvers
+from dlops.runs.resume import hydra_argv
 
 register_resolvers()
 
@@ -20,4 +24,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    sys.argv = hydra_argv(sys.argv)
     main()

@@ -1,4 +1,10 @@
-"""Check the composed config before anything heavy runs, and report every problem at once."""
+"""Check the composed config before anything heavy runs, and report every problem at once.
+
+`SCHEMA` says, per key path, what a valid value is (type and range); keys that the composed
+config does not have are skipped (each datamodule and net has its own). Then come the checks
+that span keys or look outside the config: fractions, paths, and devices vs the hardware.
+Torch is imported only to count GPUs, and only when the config asks for them.
+"""
 
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +16,7 @@ from dlops.errors import ConfigError
 
 _ABSENT = object()
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_auroc")
+Rule = tuple[Callable[[Any], bool], str]
 
 
 def _is_int(value: Any) -> bool:
@@ -20,41 +27,159 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-# key path -> (check, what a valid value is); keys that the config does not have are skipped
-RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "seed": (_is_int, "an integer"),
-    "monitor": (lambda v: v in METRICS, f"one of {', '.join(METRICS)}"),
-    "mode": (lambda v: v in ("min", "max"), "'min' or 'max'"),
-    "datamodule.batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "datamodule.val_fraction": (lambda v: _is_number(v) and 0 < v < 1, "a number between 0 and 1"),
-    "datamodule.test_fraction": (lambda v: _is_number(v) and 0 < v < 1, "a number between 0 and 1"),
-    "trainer.max_epochs": (lambda v: _is_int(v) and (v >= 1 or v == -1), "an integer >= 1 (or -1: no limit)"),
-    "trainer.min_epochs": (lambda v: v is None or (_is_int(v) and v >= 0), "an integer >= 0"),
-    "model.optimizer.lr": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+def integer(low: int | None = None, high: int | None = None, also: tuple = ()) -> Rule:
+    """An integer in [low, high] (either end may be open-ended), or one of `also` (e.g. -1, None)."""
+    def ok(v: Any) -> bool:
+        return v in also or (_is_int(v) and (low is None or v >= low) and (high is None or v <= high))
+    text = f"an integer from {low} to {high}" if high is not None else f"an integer >= {low}"
+    if also:
+        text += " (or " + " or ".join("null" if a is None else str(a) for a in also) + ")"
+    return ok, text
+
+
+def number(low: float, high: float = float("inf"), low_open: bool = False, high_open: bool = False) -> Rule:
+    """A number from `low` to `high`; an open end excludes the bound itself."""
+    def ok(v: Any) -> bool:
+        if not _is_number(v):
+            return False
+        above = v > low if low_open else v >= low
+        return above and (v < high if high_open else v <= high)
+    if high == float("inf"):
+        return ok, f"a number {'>' if low_open else '>='} {low}"
+    return ok, f"a number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+
+
+def one_of(*values: Any) -> Rule:
+    """Exactly one of `values` (type included: `1` is not `true`)."""
+    shown = dict.fromkeys("null" if v is None else str(v) for v in values)
+    return lambda v: any(v == x and type(v) is type(x) for x in values), "one of " + ", ".join(shown)
+
+
+BOOLEAN: Rule = (lambda v: isinstance(v, bool), "true or false")
+FRACTION = number(0, 1, low_open=True, high_open=True)
+SIZES: Rule = (lambda v: OmegaConf.is_list(v) and len(v) > 0 and all(_is_int(x) and x >= 1 for x in v),
+               "a non-empty list of integers >= 1, e.g. [128,64]")
+BATCHES: Rule = (lambda v: (_is_int(v) and v >= 0) or (isinstance(v, float) and 0 <= v <= 1),
+                 "a number of batches (integer >= 0) or a fraction of them (0.0 to 1.0)")
+DEVICES: Rule = (lambda v: v == "auto" or v == -1 or (_is_int(v) and v >= 1)
+                 or (isinstance(v, str) and all(p.strip().isdigit() for p in v.split(",")))
+                 or (OmegaConf.is_list(v) and len(v) > 0 and all(_is_int(x) and x >= 0 for x in v)),
+                 "a number of devices >= 1, -1 (all), auto, or a list of device indices")
+PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true",
+              "64", "32", "16", "bf16", 64, 32, 16)
+
+# key path -> what a valid value is
+SCHEMA: dict[str, Rule] = {
+    "name": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+    "seed": integer(0, 2**32 - 1),
+    "test": BOOLEAN,
+    "monitor": one_of(*METRICS),
+    "mode": one_of("min", "max"),
+    "checkpoint_every_n_steps": integer(1, also=(None,)),
+    "datamodule.batch_size": integer(1),
+    "datamodule.val_fraction": FRACTION,
+    "datamodule.test_fraction": FRACTION,
+    "datamodule.split_seed": integer(0),
+    "datamodule.source": one_of("bundled", "torchvision"),
+    "datamodule.download": BOOLEAN,
+    "datamodule.positive_digit": one_of(None, *range(10)),
+    "datamodule.balance": one_of(None, "weight", "undersample"),
+    "datamodule.color_mode": one_of("L", "RGB"),
+    "datamodule.image_size": integer(1, also=(None,)),
+    "model.optimizer.lr": number(0, low_open=True),
+    "model.optimizer.weight_decay": number(0),
+    "model.net.hidden_sizes": SIZES,
+    "model.net.channels": SIZES,
+    "model.net.hidden_size": integer(1),
+    "model.net.dropout": number(0, 1, high_open=True),
+    "trainer.max_epochs": integer(1, also=(-1,)),
+    "trainer.min_epochs": integer(0, also=(None,)),
+    "trainer.max_steps": integer(1, also=(-1,)),
+    "trainer.check_val_every_n_epoch": integer(1, also=(None,)),
+    "trainer.accelerator": one_of("auto", "cpu", "gpu", "cuda", "mps"),
+    "trainer.devices": DEVICES,
+    "trainer.precision": one_of(*PRECISIONS),
+    "trainer.deterministic": (lambda v: isinstance(v, bool) or v == "warn", "true, false or warn"),
+    "trainer.limit_train_batches": BATCHES,
+    "trainer.limit_val_batches": BATCHES,
+    "trainer.limit_test_batches": BATCHES,
+    "trainer.overfit_batches": BATCHES,
+    "callbacks.model_checkpoint.save_top_k": integer(-1),
+    "callbacks.early_stopping.patience": integer(0),
+    "logger.wandb.offline": one_of(None, True, False),
 }
+
+
+def _describe(value: Any) -> str:
+    kind = {str: "text", bool: "a boolean", int: "an integer", float: "a number"}.get(type(value))
+    shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    return f"{shown!r}" + (f" ({kind})" if kind in ("text", "a boolean") else "")
 
 
 def config_problems(cfg: DictConfig) -> list[str]:
     """Every problem found in `cfg`, one readable line each (empty when the config is fine)."""
     problems = []
-    for key, (check, expected) in RULES.items():
-        value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False)
-        if value is _ABSENT:
+    for key, (check, expected) in SCHEMA.items():
+        try:
+            value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False)
+        except Exception as exc:  # an interpolation that does not resolve
+            problems.append(f"{key} cannot be resolved: {exc}")
             continue
-        if not check(value):
-            problems.append(f"{key} must be {expected}, got {value!r}")
+        if value is not _ABSENT and not check(value):
+            problems.append(f"{key} must be {expected}, got {_describe(value)}")
+    return problems + _cross_key_problems(cfg) + device_problems(cfg)
+
+
+def _cross_key_problems(cfg: DictConfig) -> list[str]:
+    problems = []
     data = cfg.get("datamodule") or {}
     fractions = [data.get(k) for k in ("val_fraction", "test_fraction")]
     if all(_is_number(f) for f in fractions) and sum(fractions) >= 1:
         problems.append("datamodule.val_fraction + datamodule.test_fraction must be below 1, "
                         f"got {sum(fractions):g}")
+    trainer = cfg.get("trainer") or {}
+    epochs = (trainer.get("min_epochs"), trainer.get("max_epochs"))
+    if all(_is_int(e) for e in epochs) and epochs[1] != -1 and epochs[0] > epochs[1]:
+        problems.append(f"trainer.min_epochs ({epochs[0]}) must not exceed trainer.max_epochs ({epochs[1]})")
     if "root" in data:
         if OmegaConf.is_missing(cfg.datamodule, "root"):
             problems.append("datamodule.root is not set: add datamodule.root=DIR "
                             "(a folder with train/ and test/)")
         elif not Path(str(data.root)).is_dir():
             problems.append(f"datamodule.root {data.root} is not a folder")
+    if data.get("source") == "torchvision" and data.get("download") is False:
+        raw = Path(str(data.get("data_dir"))) / "MNIST" / "raw"
+        if not raw.is_dir() or not any(raw.iterdir()):
+            problems.append(f"datamodule.data_dir: MNIST IDX files are missing from {raw} and "
+                            "datamodule.download=false; put them there, set datamodule.data_dir to the "
+                            "folder holding MNIST/raw, or use datamodule.source=bundled")
     return problems
+
+
+def device_problems(cfg: DictConfig) -> list[str]:
+    """The accelerator and devices asked for, against the hardware this process can see."""
+    accelerator = OmegaConf.select(cfg, "trainer.accelerator", default=None)
+    devices = OmegaConf.select(cfg, "trainer.devices", default=None)
+    if accelerator in ("gpu", "cuda"):
+        import torch
+
+        visible, kind, fix = torch.cuda.device_count(), "GPU", "trainer=cpu (or trainer.accelerator=cpu)"
+    elif accelerator == "mps":
+        import torch
+
+        visible, kind, fix = int(torch.backends.mps.is_available()), "Apple MPS device", "trainer=cpu"
+    else:
+        return []
+    if visible == 0:
+        return [f"trainer.accelerator={accelerator} but no {kind} is visible to this process; "
+                f"use {fix}"]
+    if _is_int(devices) and devices > visible:
+        return [f"trainer.devices={devices} but only {visible} {kind}(s) are visible; "
+                f"use trainer.devices={visible} or fewer (-1 = all)"]
+    if OmegaConf.is_list(devices) and any(_is_int(d) and d >= visible for d in devices):
+        return [f"trainer.devices={list(devices)} names a {kind} index >= {visible}, "
+                f"the number of {kind}s visible"]
+    return []
 
 
 def validate(cfg: DictConfig) -> None:

@@ -101,6 +101,12 @@ class EvaluationPlots(pl.Callback):
         self.monitor, self.mode = monitor, mode
         self.best: float | None = None
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best}  # so a resumed run draws plots/ only for a better epoch
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best = state_dict.get("best")
+
     def _improved(self, value: float) -> bool:
         if math.isnan(value):
             return False

@@ -29,6 +29,13 @@ class Split:
         return Split(self.images[keep], self.labels[keep])
 
 
+def _batches_trained(trainer: pl.Trainer | None) -> int:
+    """Training batches of the current epoch already trained (what a mid-epoch checkpoint has seen)."""
+    if trainer is None:
+        return 0
+    return trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+
 class InMemoryDataModule(pl.LightningDataModule):
     """Base class: subclasses implement `load()` returning the train, val and test splits."""
 
@@ -85,6 +92,7 @@ class InMemoryDataModule(pl.LightningDataModule):
             epoch=lambda: trainer.current_epoch if trainer is not None else 0,
             rank=trainer.global_rank if trainer is not None else 0,
             world_size=trainer.world_size if trainer is not None else 1,
+            position=lambda: _batches_trained(trainer) if shuffle else 0,
         )
 
     def train_dataloader(self) -> TensorBatches:

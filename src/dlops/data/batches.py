@@ -11,6 +11,10 @@ class TensorBatches:
     Shuffling draws one permutation per epoch from `seed + epoch`, so an epoch's order does
     not depend on how many epochs ran before in this process (resume gives the same order).
     Under data parallelism each rank takes an equal, disjoint share of every epoch.
+
+    Resumable mid-epoch: `state_dict()` records the epoch and how many of its batches were
+    trained (`position`, supplied by the trainer), and after `load_state_dict()` the next pass
+    over that epoch skips those batches, so a resumed run sees each batch exactly once.
     """
 
     def __init__(
@@ -24,10 +28,19 @@ class TensorBatches:
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = False,
+        position: Callable[[], int] = lambda: 0,
     ) -> None:
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, epoch
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
+        self.position = position
+        self.resume_at: tuple[int, int] | None = None  # (epoch, batches to skip) after a restore
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch(), "batches_done": self.position()}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.resume_at = (state["epoch"], state["batches_done"])
 
     def _indices(self) -> torch.Tensor | None:
         n = len(self.labels)
@@ -53,5 +66,9 @@ class TensorBatches:
         images, labels = self.images, self.labels
         if indices is not None:
             images, labels = images[indices], labels[indices]  # one gather per epoch
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+        skip = 0
+        if self.resume_at is not None:
+            epoch, done = self.resume_at
+            skip, self.resume_at = (done if epoch == self.epoch() else 0), None
+        for start in range(skip * self.batch_size, len(self) * self.batch_size, self.batch_size):
             yield images[start : start + self.batch_size], labels[start : start + self.batch_size]

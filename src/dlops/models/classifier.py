@@ -1,5 +1,6 @@
 """One classifier LightningModule, generic over the net; binary or multiclass by `num_classes`."""
 
+import math
 from typing import Any
 
 import pytorch_lightning as pl
@@ -59,7 +60,8 @@ class Classifier(pl.LightningModule):
         # scale 0-255 pixels and normalise in one multiply-add
         self.scale, self.shift = 1 / (255 * std), -mean / std
         # per-epoch running sums of training loss and correct predictions, and the sample count
-        self.register_buffer("train_sums", torch.zeros(2), persistent=False)
+        # (a plain tensor, not a buffer: DDP would overwrite every rank's sums with rank 0's)
+        self.train_sums = torch.zeros(2)
         self.train_count = 0
         self.outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"val": [], "test": []}
         # the last validation epoch's probabilities and labels (read by the evaluation callback)
@@ -87,24 +89,46 @@ class Classifier(pl.LightningModule):
         with torch.no_grad():
             preds = (logits > 0).long() if self.binary else logits.argmax(-1)
             n = labels.numel()
-            self.train_sums += torch.stack([loss * n, (preds == labels).sum().float()])
+            step_sums = torch.stack([loss * n, (preds == labels).sum().float()])
+            self.train_sums = self.train_sums.to(step_sums.device) + step_sums
             self.train_count += n
         return loss
 
     def on_train_epoch_start(self) -> None:
-        self.train_sums.zero_()
+        self.train_sums = torch.zeros(2, device=self.device)
         self.train_count = 0
 
+    def _train_totals(self) -> torch.Tensor:
+        """[loss sum, correct, count] of this epoch so far, summed over every process."""
+        totals = torch.cat([self.train_sums, self.train_sums.new_tensor([self.train_count])])
+        if self.trainer.world_size > 1:
+            totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+        return totals
+
     def on_train_epoch_end(self) -> None:
-        loss_sum, correct = self.train_sums
-        count = max(self.train_count, 1)
-        train_loss = loss_sum / count
-        if not torch.isfinite(train_loss):
+        loss_sum, correct, count = self._train_totals().tolist()
+        metrics = {"train_loss": loss_sum / max(count, 1), "train_acc": correct / max(count, 1)}
+        if not math.isfinite(metrics["train_loss"]):
             raise DivergedError(
-                f"training loss is {train_loss.item()} in epoch {self.current_epoch}: the run "
+                f"training loss is {metrics['train_loss']} in epoch {self.current_epoch}: the run "
                 f"diverged. Lower model.optimizer.lr or check the data."
             )
-        self.log_dict({"train_loss": train_loss, "train_acc": correct / count}, sync_dist=True)
+        self.log_dict(metrics, logger=False)  # for checkpoint, early stopping and progress bar
+        # Written to the trackers now rather than after the epoch-end hooks, as Lightning would:
+        # the checkpoint saved at this epoch's end then follows every row of the epoch, which
+        # lets a resumed run append exactly the rows after it.
+        for logger in self.loggers:
+            logger.log_metrics({**metrics, "epoch": self.current_epoch}, step=self.global_step - 1)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # a mid-epoch checkpoint carries the epoch's running totals, so a resumed epoch reports all of it
+        checkpoint["train_totals"] = self._train_totals().detach().cpu()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        totals = checkpoint.get("train_totals")
+        if totals is not None and self.global_rank == 0:  # other processes restart from zero
+            self.train_sums = totals[:2].clone()
+            self.train_count = int(totals[2])
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")

@@ -207,7 +207,8 @@ def _still_running(summary: dict[str, Any]) -> bool:
     pid, host = summary.get("pid"), summary.get("host")
     if not isinstance(pid, int) or host != os.uname().nodename:
         return True
-    return process_alive(pid, _number(summary.get("started_at_unix")))
+    attempt = (summary.get("attempts") or [summary])[-1]  # a resumed run: its latest start
+    return process_alive(pid, _number(attempt.get("started_at_unix")))
 
 
 def process_alive(pid: int, started_at: float | None = None) -> bool:

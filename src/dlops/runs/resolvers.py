@@ -12,18 +12,51 @@ def unique_dir(path: str) -> str:
     `os.mkdir` is atomic, so two runs started in the same second (even on a shared file
     system) never get the same directory.
     """
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     candidate, n = path, 1
-    while True:
-        try:
-            os.mkdir(candidate)
-            return candidate
-        except FileExistsError:
-            n += 1
-            candidate = f"{path}-{n}"
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                os.mkdir(candidate)
+                return candidate
+            except FileExistsError:
+                n += 1
+                candidate = f"{path}-{n}"
+    except OSError as exc:
+        raise SystemExit(cannot_create(candidate, exc)) from None  # Hydra would print a traceback
+
+
+def cannot_create(path: str, exc: OSError) -> str:
+    """The message for a run directory that cannot be made."""
+    return (f"error: cannot create the run directory {Path(path).resolve()}: {exc.strerror}. "
+            "Start train.py from a folder you can write to, or set hydra.run.dir "
+            "(hydra.sweep.dir with -m) to one.")
+
+
+def make_run_dirs(argv: list[str]) -> None:
+    """Create the run (or sweep) directory given literally on the command line, before Hydra does,
+    so that an unwritable one ends with one message (exit code 1) instead of a traceback."""
+    key = "hydra.sweep.dir" if any(a in ("-m", "--multirun") for a in argv) else "hydra.run.dir"
+    for arg in argv[1:]:
+        name, _, value = arg.partition("=")
+        if name.lstrip("+") == key and value and "${" not in value:
+            try:
+                Path(value).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SystemExit(cannot_create(value, exc)) from None
+
+
+def hydra_subdir(run_dir: str, name: str = ".hydra") -> str | None:
+    """`name`, or None (Hydra then writes nothing) when `run_dir/name` already holds a run's config.
+
+    So `resume=`, which makes Hydra work in an existing run dir, keeps the config the run started with.
+    """
+    return None if (Path(run_dir) / name / "config.yaml").exists() else name
 
 
 def register_resolvers() -> None:
-    """Register `${dlops.unique_dir:...}`; cached so a config resolves it once."""
+    """Register `${dlops.unique_dir:...}` (cached: a config resolves it once), `${dlops.hydra_subdir:...}`."""
     if not OmegaConf.has_resolver("dlops.unique_dir"):
         OmegaConf.register_new_resolver("dlops.unique_dir", unique_dir, use_cache=True)
+    if not OmegaConf.has_resolver("dlops.hydra_subdir"):
+        OmegaConf.register_new_resolver("dlops.hydra_subdir", hydra_subdir)

@@ -1,0 +1,92 @@
+"""Keep a run resumable: `last.ckpt` when asked to stop and every N steps, plus what a resume needs."""
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
+
+from dlops.errors import Interrupted
+from dlops.runs import signals
+from dlops.tracking.csv import CSVLogger
+
+
+class Resumable(Checkpoint):
+    """Writes `dirpath/last.ckpt` mid-epoch and stores in every checkpoint what an exact resume needs.
+
+    - On SIGINT/SIGTERM (see `dlops.runs.signals`): at the end of the current training batch (or,
+      in the epoch's last batch or its validation, at the epoch's end), save `last.ckpt` and raise
+      `Interrupted`; during testing, stop at the end of the current batch.
+    - Every `every_n_train_steps` training steps (if set): save `last.ckpt`. Not in an epoch's last
+      batch: Lightning resumes from there as if the epoch's validation had run; the epoch-end
+      checkpoint follows anyway.
+    - At every epoch end when no ModelCheckpoint with `save_last` does it already.
+    - In each checkpoint: the random number generator states and how many rows metrics.csv had,
+      so that a resumed run draws the same random numbers and appends exactly the missing rows.
+
+    A `Checkpoint` subclass, so Lightning runs it after the model's epoch-end hooks.
+    """
+
+    def __init__(self, dirpath: str | Path, every_n_train_steps: int | None = None) -> None:
+        self.last_path = Path(dirpath) / "last.ckpt"
+        self.every_n_train_steps = every_n_train_steps
+        self.save_at_epoch_end = True
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.save_at_epoch_end = not any(isinstance(c, ModelCheckpoint) and c.save_last
+                                         for c in trainer.checkpoint_callbacks)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        signals.install()  # Lightning put its own SIGTERM handler in place for fit: take it back
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return  # Lightning would resume from here past the epoch's validation: wait for its end
+        if self._stop_requested(trainer):
+            self._save(trainer)
+            raise Interrupted(signals.requested() or signals.SIGNALS[1])
+        if self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        stop = self._stop_requested(trainer)  # e.g. asked during the last batch or the validation
+        if self.save_at_epoch_end or stop:
+            self._save(trainer)  # after the epoch's rows are written: a resume starts the next epoch
+        if stop:
+            raise Interrupted(signals.requested() or signals.SIGNALS[1])
+
+    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
+                          batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if self._stop_requested(trainer):
+            raise Interrupted(signals.requested() or signals.SIGNALS[1])
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        state: dict[str, Any] = {"torch_rng": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        csv = [logger for logger in trainer.loggers if isinstance(logger, CSVLogger)]
+        if csv and trainer.is_global_zero:
+            csv[0].save()  # everything logged so far is on disk before the checkpoint claims it
+            state["csv_rows"] = csv[0].rows
+        checkpoint["dlops"] = state
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("dlops") or {}
+        if "torch_rng" in state:
+            torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    def _stop_requested(self, trainer: pl.Trainer) -> bool:
+        """Whether a stop was asked for, on any process (all stop at the same batch)."""
+        return bool(trainer.strategy.reduce_boolean_decision(signals.requested() is not None, all=False))
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        for callback in trainer.checkpoint_callbacks:  # ModelCheckpoint keeps writing this same file
+            if isinstance(callback, ModelCheckpoint) and callback.save_last and not callback.last_model_path:
+                callback.last_model_path = str(self.last_path)
+        trainer.save_checkpoint(self.last_path, weights_only=False)  # the full training state

@@ -1,0 +1,279 @@
+"""Resume a run or a sweep where it stopped: `python train.py resume=RUN_DIR|SWEEP_DIR|latest`.
+
+Two steps. Before Hydra starts, `hydra_argv` rewrites the command so that Hydra works in the
+existing directory: a run gets `hydra.run.dir=RUN_DIR`; a sweep is launched again with its own
+overrides and `hydra.sweep.dir=SWEEP_DIR`, so every job lands in the directory it had. Inside each
+job, `plan` decides: nothing to do (completed), start (a sweep job that never started), or continue
+from `checkpoints/last.ckpt` with the config the run was started with.
+
+Light on purpose: torch is imported only when a checkpoint is read.
+"""
+
+import logging
+import os
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from dlops.errors import ConfigError
+from dlops.runs.ddp import is_rank_zero
+from dlops.runs.discover import process_alive
+from dlops.runs.resolvers import make_run_dirs
+from dlops.runs.summary import git_commit, now, package_versions, read_summary
+
+log = logging.getLogger(__name__)
+# the only overrides that resume accepts: they extend a run or change how it reports, not what it is
+RESUMABLE_KEYS = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "test",
+                  "checkpoint_every_n_steps")
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+def override_key(override: str) -> str:
+    """The key of a Hydra override: `+a.b=1` -> `a.b`, `model=cnn` -> `model`."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _is_override(arg: str) -> bool:
+    return "=" in arg and not arg.startswith("-")
+
+
+def _changes_the_run(key: str) -> bool:
+    """Whether an override given with resume= would change what the run is or where it lives."""
+    if key in ("hydra.run.dir", "hydra.sweep.dir"):
+        return True
+    return key not in RESUMABLE_KEYS and not (key == "hydra" or key.startswith(("hydra.", "hydra/")))
+
+
+def hydra_argv(argv: list[str]) -> list[str]:
+    """The command line Hydra gets: with `resume=`, pointed at the run or sweep dir; the run dir
+    given on it created (see `make_run_dirs`).
+
+    A bad `resume=` ends the program here with one message and exit code 1, before anything is written.
+    """
+    if not is_rank_zero():  # a DDP rank > 0 that Lightning started in rank 0's run dir: as given
+        return argv
+    try:
+        argv = _resume_argv(argv)
+    except ConfigError as exc:
+        raise SystemExit(f"{Path(argv[0]).name}: error: {exc}") from None
+    make_run_dirs(argv)
+    return argv
+
+
+def _resume_argv(argv: list[str]) -> list[str]:
+    values = [a.split("=", 1)[1] for a in argv[1:] if _is_override(a) and override_key(a) == "resume"]
+    if not values or values[-1] in ("", "null"):
+        return argv
+    rest = [a for a in argv[1:] if not (_is_override(a) and override_key(a) == "resume")]
+    multirun = any(a in ("-m", "--multirun") for a in rest)
+    target = Path(values[-1]).expanduser()
+    if values[-1] == "latest":
+        target = latest(Path("multirun" if multirun else "outputs"))
+    target = target.resolve()
+    if not target.is_dir():
+        raise ConfigError(f"resume={values[-1]}: {target} is not a directory.")
+    refused = [a for a in rest if _is_override(a) and _changes_the_run(override_key(a))]
+    if refused:
+        raise ConfigError(
+            f"resume continues a run with the config it was started with, so {' '.join(refused)} "
+            f"cannot be given with it. Allowed with resume=: {', '.join(RESUMABLE_KEYS)}. "
+            "Start a new run to change anything else.")
+    if (target / "multirun.yaml").is_file():
+        flags = [a for a in rest if a not in ("-m", "--multirun")]
+        return [argv[0], "-m", *_sweep_overrides(target, flags), f"resume={target}"]
+    if multirun:
+        raise ConfigError(f"{target} is not a sweep directory (no multirun.yaml); "
+                          f"resume a single run without -m: python train.py resume={target}")
+    _check_run_dir(target)
+    _enter_start_dir(target / ".hydra" / "hydra.yaml")
+    return [argv[0], *rest, f"resume={target}", f"hydra.run.dir={target}"]
+
+
+def latest(root: Path) -> Path:
+    """The most recently started run (or sweep) under `root`."""
+    marker = "multirun.yaml" if root.name == "multirun" else "summary.json"
+    found = list(root.glob(f"*/*/{marker}")) if root.is_dir() else []
+    if not found:
+        raise ConfigError(f"resume=latest: no {'sweep' if marker == 'multirun.yaml' else 'run'} "
+                          f"found in {root.resolve()}.")
+    newest = max(found, key=lambda p: p.stat().st_mtime if marker == "multirun.yaml" else _started(p.parent))
+    return newest.parent
+
+
+def _started(run_dir: Path) -> float:
+    summary = read_summary(run_dir) or {}
+    return summary.get("started_at_unix") or (run_dir / "summary.json").stat().st_mtime
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    if not (run_dir / ".hydra" / "config.yaml").is_file():
+        raise ConfigError(f"resume={run_dir}: not a dlops run directory (no .hydra/config.yaml). "
+                          "Give a directory under outputs/ (or a sweep under multirun/ with -m).")
+
+
+def _enter_start_dir(hydra_yaml: Path) -> None:
+    """Work from the directory the run was started in, so relative paths mean what they meant."""
+    if not hydra_yaml.is_file():
+        return
+    start = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.runtime.cwd")
+    if start and Path(start).is_dir() and Path(start).resolve() != Path.cwd().resolve():
+        print(f"resume: working from {start}, where the run was started", file=sys.stderr)
+        os.chdir(start)
+
+
+def _sweep_overrides(sweep_dir: Path, args: list[str]) -> list[str]:
+    """The sweep's own overrides (so Hydra makes the same jobs), the given ones, and its directory."""
+    saved = OmegaConf.load(sweep_dir / "multirun.yaml")
+    sweeper = OmegaConf.select(saved, "hydra.sweeper._target_")
+    if sweeper != BASIC_SWEEPER:
+        raise ConfigError(f"{sweep_dir} was made by {sweeper}; resume= continues grid sweeps (Hydra's "
+                          "basic sweeper), which make the same jobs again. An Optuna search continues "
+                          "with more trials when started again with the same hydra.sweep.dir.")
+    given = [a for a in args if _is_override(a)]
+    task = [o for o in saved.hydra.overrides.task if override_key(o) != "resume"]
+    swept = {override_key(o) for o in task if "," in o.split("=", 1)[1] or "(" in o.split("=", 1)[1]}
+    clash = [a for a in given if override_key(a) in swept]
+    if clash:
+        raise ConfigError(f"{' '.join(clash)} would change the jobs of the sweep in {sweep_dir}, "
+                          "which varies that key; resume it without them.")
+    task = [o for o in task if override_key(o) not in {override_key(a) for a in given}]
+    hydra = [o for o in saved.hydra.overrides.hydra
+             if override_key(o) not in ("hydra.sweep.dir", "hydra.mode", "hydra.run.dir")]
+    if not (sweep_dir / "multirun.original.yaml").exists():  # Hydra rewrites multirun.yaml
+        shutil.copy2(sweep_dir / "multirun.yaml", sweep_dir / "multirun.original.yaml")
+    _enter_start_dir(sweep_dir / "multirun.yaml")
+    return [*task, *hydra, *args, f"hydra.sweep.dir={sweep_dir}"]
+
+
+@dataclass
+class Plan:
+    """What a job does with its existing run dir."""
+
+    cfg: DictConfig | None = None  # the config to train with
+    summary: dict[str, Any] | None = None  # the continued summary.json (None: a fresh start)
+    checkpoint: str | None = None  # last.ckpt to continue from (None: from the start)
+    done: str | None = None  # nothing to do: why
+    objective: float | None = None  # with `done`: the run's result, for a sweep
+
+
+def resumed_config(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, str | None]:
+    """The config `run_dir` was started with, plus the resumable overrides given now, and its
+    last.ckpt if there is one (what every DDP rank needs; `plan` also checks it)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    _check_run_dir(run_dir)
+    new = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    for key in (override_key(o) for o in overrides):
+        if key in RESUMABLE_KEYS:
+            OmegaConf.update(new, key, OmegaConf.select(cfg, key), force_add=True)
+    new.resume = str(run_dir)
+    checkpoint = run_dir / LAST_CHECKPOINT
+    return new, str(checkpoint) if checkpoint.exists() else None
+
+
+def plan(cfg: DictConfig, run_dir: Path) -> Plan:
+    """Decide how to resume `run_dir`; raise ConfigError (writing nothing) when it cannot be resumed."""
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = [o for o in HydraConfig.get().overrides.task if override_key(o) != "resume"] \
+        if HydraConfig.initialized() else []
+    new, _ = resumed_config(cfg, run_dir)
+    original = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    old = read_summary(run_dir)
+    if old is None:  # a sweep job that never started (or a run that died before its first write)
+        return Plan(cfg=new)
+    status = old.get("status")
+    if status == "running" and _still_running(old):
+        raise ConfigError(f"{run_dir} is still running (pid {old['pid']} on {old['host']}); "
+                          "stop it first (Ctrl-C or kill PID) and resume once it says interrupted.")
+    if status == "diverged":
+        raise ConfigError(f"{run_dir} diverged (training loss not finite); resuming would diverge again. "
+                          "Start a new run, e.g. with a lower model.optimizer.lr.")
+    changed = [k for k in RESUMABLE_KEYS if OmegaConf.select(new, k) != OmegaConf.select(original, k)]
+    if status == "completed" and not changed:
+        return Plan(done=f"{run_dir} already completed ({old.get('epochs_completed')} epochs, best "
+                         f"{old.get('monitor')}={old.get('best_metric')}); nothing to resume. To train it "
+                         f"longer: python train.py resume={run_dir} trainer.max_epochs=N",
+                    objective=old.get("best_metric"))
+    from dlops.validate import validate
+
+    validate(new)
+    checkpoint, resumed_from, rows = run_dir / LAST_CHECKPOINT, None, 0
+    warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+    if checkpoint.exists():
+        from dlops.runs.checkpoints import check_model, read_checkpoint
+
+        saved = read_checkpoint(checkpoint)
+        check_model(saved, OmegaConf.to_container(new.model.net, resolve=True), checkpoint)
+        resumed_from = {"checkpoint": str(LAST_CHECKPOINT), "epoch": saved["epoch"],
+                        "global_step": saved["global_step"]}
+        rows = (saved.get("dlops") or {}).get("csv_rows")
+    _continue_trackers(new, rows, resumed_from["global_step"] if resumed_from else 0, old)
+    summary = continue_summary(old, new, overrides, resumed_from)
+    log.info("resuming %s (attempt %d) from %s", run_dir, len(summary["attempts"]),
+             f"{LAST_CHECKPOINT} (epoch {saved['epoch']}, step {saved['global_step']})" if resumed_from
+             else f"the start: there is no {LAST_CHECKPOINT} yet")
+    return Plan(cfg=new, summary=summary, checkpoint=str(checkpoint) if resumed_from else None)
+
+
+def _continue_trackers(cfg: DictConfig, csv_rows: int | None, step: int, old: dict[str, Any]) -> None:
+    """Point each tracker at where the checkpoint left off: the same files, the same W&B run."""
+    for logger in (cfg.get("logger") or {}).values():
+        target = str((logger or {}).get("_target_", ""))
+        if target == "dlops.tracking.csv.CSVLogger":
+            logger.keep_rows = csv_rows  # drop rows logged after the checkpoint
+        elif target.endswith("TensorBoardLogger"):
+            logger.purge_step = step  # TensorBoard hides events at or after this step
+        elif target == "dlops.tracking.wandb.wandb_logger" and (old.get("wandb") or {}).get("id"):
+            logger.id, logger.resume = old["wandb"]["id"], "allow"
+
+
+def _still_running(summary: dict[str, Any]) -> bool:
+    """Whether the process that wrote `summary` still runs on this machine (a run still training)."""
+    pid, attempt = summary.get("pid"), (summary.get("attempts") or [summary])[-1]
+    if summary.get("host") != os.uname().nodename or not isinstance(pid, int) or pid == os.getpid():
+        return False
+    return process_alive(pid, attempt.get("started_at_unix"))
+
+
+def continue_summary(old: dict[str, Any], cfg: DictConfig, overrides: list[str],
+                     resumed_from: dict[str, Any] | None) -> dict[str, Any]:
+    """The summary of a resumed run: the old one, status `running`, one more entry in `attempts`.
+
+    `started_at` stays the first start; `attempts` lists every start with its outcome (the last
+    attempt's outcome is the top-level status) and `duration_s` adds up the attempts' run times.
+    """
+    attempts = [dict(a) for a in old.get("attempts") or [_first_attempt(old)]]
+    earlier = sum(a.get("duration_s") or 0.0 for a in attempts[:-1])
+    previous = attempts[-1]
+    ended = old.get("ended_at") or old.get("updated_at")
+    if old.get("duration_s") is not None:
+        length = old["duration_s"] - earlier
+    elif old.get("updated_at"):
+        length = datetime.fromisoformat(old["updated_at"]).timestamp() - previous["started_at_unix"]
+    else:
+        length = None
+    previous.update(status=old.get("status"), ended_at=ended,
+                    duration_s=None if length is None else round(length, 3))
+    attempts.append({"started_at": now(), "started_at_unix": time.time(), "host": os.uname().nodename,
+                     "pid": os.getpid(), "overrides": overrides, "resumed_from": resumed_from,
+                     "git": git_commit(os.getcwd())})
+    return {**old, "status": "running", "ended_at": None, "duration_s": None, "error": None,
+            "max_epochs": OmegaConf.select(cfg, "trainer.max_epochs"), "test_metrics": {},
+            "host": os.uname().nodename, "pid": os.getpid(), "versions": package_versions(),
+            "git": attempts[-1]["git"], "attempts": attempts}
+
+
+def _first_attempt(old: dict[str, Any]) -> dict[str, Any]:
+    return {"started_at": old.get("started_at"), "started_at_unix": old.get("started_at_unix"),
+            "host": old.get("host"), "pid": old.get("pid"), "overrides": old.get("overrides", []),
+            "resumed_from": None, "git": old.get("git")}

@@ -1,0 +1,86 @@
+"""CSV metrics that survive a crash and continue on resume: Lightning's CSVLogger, made safe.
+
+Lightning's writer deletes an existing `metrics.csv` and rewrites the header non-atomically.
+This one writes each row as it is logged, rewrites the file only through a temp file + rename,
+and on resume keeps exactly the rows that the checkpoint it resumes from had seen (`keep_rows`),
+so the resumed run appends without duplicated or missing epochs.
+"""
+
+import csv
+import os
+from pathlib import Path
+from typing import Any
+
+from lightning_fabric.loggers.logger import rank_zero_experiment
+from pytorch_lightning.loggers import CSVLogger as LightningCSVLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+
+
+def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The header and the rows of a metrics CSV (empty when the file does not exist)."""
+    if not path.is_file():
+        return [], []
+    with open(path, newline="") as file:
+        reader = csv.DictReader(file)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def write_rows(path: Path, header: list[str], rows: list[dict[str, Any]]) -> None:
+    """Atomically replace `path` with `header` and `rows`."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+class AppendingWriter(ExperimentWriter):
+    """Keeps an existing metrics.csv (cut back to `keep_rows` rows) and appends to it."""
+
+    def __init__(self, log_dir: str, keep_rows: int | None = None) -> None:
+        super().__init__(log_dir)
+        path = Path(self.metrics_file_path)
+        header, rows = read_rows(path)
+        if keep_rows is not None and len(rows) > keep_rows:
+            rows = rows[:keep_rows]
+            write_rows(path, header, rows)
+        self.metrics_keys = sorted(header)
+        self.rows = len(rows)
+
+    def _check_log_dir_exists(self) -> None:
+        pass  # Lightning deletes metrics.csv here; a run dir is never shared, so keep it
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        path = Path(self.metrics_file_path)
+        write_rows(path, fieldnames, read_rows(path)[1])
+
+    def save(self) -> None:
+        self.rows += len(self.metrics)
+        super().save()
+
+
+class CSVLogger(LightningCSVLogger):
+    """`<save_dir>/<name>/metrics.csv`, one row per logging call, written at once.
+
+    `keep_rows`: when resuming, the number of rows the checkpoint had seen; later rows (logged
+    after that checkpoint by the attempt that died) are dropped before new ones are appended.
+    """
+
+    def __init__(self, save_dir: str, name: str = "csv", version: str = "", prefix: str = "",
+                 keep_rows: int | None = None) -> None:
+        super().__init__(save_dir, name=name, version=version, prefix=prefix, flush_logs_every_n_steps=1)
+        self.keep_rows = keep_rows
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> AppendingWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = AppendingWriter(self.log_dir, self.keep_rows)
+        return self._experiment
+
+    @property
+    def rows(self) -> int:
+        """Rows in metrics.csv once everything logged so far is written (rank 0 only)."""
+        return self.experiment.rows
