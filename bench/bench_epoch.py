@@ -9,9 +9,9 @@ dense net, ten classes), batch size 64 and number of epochs:
   torchvision   the same `python train.py` with torchvision MNIST + ToTensor/Normalize per item
                 in a DataLoader (bench/torchvision_mnist.py)
 
-    python bench/bench_epoch.py [--epochs 3] [--rounds 3]
+    python bench/bench_epoch.py [--epochs 3] [--rounds 3] [--threads N]
 
-Writes bench/results/epoch.json and epoch.md.
+Writes bench/results/epoch.json and epoch.md (epoch-threads1.* with --threads 1).
 """
 
 import argparse

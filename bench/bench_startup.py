@@ -13,11 +13,12 @@ and checks which heavy packages each path imports (`python -X importtime`).
 
     python bench/bench_startup.py [--rounds 3]
 
-Writes bench/results/startup.json and startup.md.
+Writes bench/results/startup.json and startup.md (startup-threads1.* with --threads 1).
 """
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import tempfile
@@ -42,7 +43,11 @@ def heavy_imports(args: list[str], cwd: Path) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads in every run (OMP_NUM_THREADS); default: torch's own")
     args = parser.parse_args()
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
     walls: dict[str, list[float]] = {"help": [], "cfg_job": [], "train": [], "first_step": [],
                                      "fit_start": [], "fit": [], "after_fit": []}
     with tempfile.TemporaryDirectory(prefix="dlops-startup-") as tmp:
@@ -69,9 +74,10 @@ def main() -> None:
         imports = {"--help": heavy_imports(["--help"], cwd),
                    "--cfg job": heavy_imports(["--cfg", "job"], cwd),
                    "python train.py": heavy_imports([], cwd)}
-    results = {"rounds": args.rounds, "machine": machine(),
+    results = {"rounds": args.rounds, "threads": args.threads, "machine": machine(),
                "seconds": {k: stats(v) for k, v in walls.items()}, "heavy_imports": imports}
-    save("startup", results, markdown(results))
+    save(f"startup-threads{args.threads}" if args.threads else "startup", results,
+         markdown(results))
 
 
 def markdown(results: dict) -> str:
@@ -92,7 +98,9 @@ def markdown(results: dict) -> str:
     lines += [f"| {what} | {spread(v)} |" for what, v in rows]
     lines += ["", "Heavy packages imported:", ""]
     lines += [f"- {k}: {', '.join(v) or 'none'}" for k, v in results["heavy_imports"].items()]
-    lines += ["", f"Command: `python bench/bench_startup.py --rounds {results['rounds']}`; "
+    threads = f" --threads {results['threads']}" if results["threads"] else ""
+    command = f"python bench/bench_startup.py --rounds {results['rounds']}{threads}"
+    lines += ["", f"Command: `{command}`; "
               f"1-min load average at the end: {m['load_average_1min']:.2f}.", ""]
     return "\n".join(lines)
 
