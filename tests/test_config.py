@@ -48,7 +48,7 @@ def test_default_config():
     assert cfg.datamodule.source == "bundled" and cfg.datamodule.positive_digit == 3
     assert cfg.seed == 42 and cfg.test is True and cfg.monitor == "val_loss"
     assert list(cfg.logger) == ["csv"]
-    assert cfg.callbacks.model_checkpoint.save_last is True
+    assert cfg.callbacks.model_checkpoint.save_last is False  # dlops writes last.ckpt every epoch
     assert cfg.callbacks.model_checkpoint.filename == "{epoch}-{val_loss:.4f}"
     assert config_problems(cfg) == []
 

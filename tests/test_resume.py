@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,16 +41,44 @@ def epochs_with(rows: list[dict], metric: str) -> list[int]:
     return [int(r["epoch"]) for r in rows if r.get(metric)]
 
 
+STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _end_started_runs():
+    """A test that fails half-way leaves no training process behind."""
+    yield
+    while STARTED:
+        process = STARTED.pop()
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        process.output.close()
+
+
 def start(cwd: Path, *overrides: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(TRAIN), *overrides], cwd=cwd, env=clean_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    """Start `python train.py OVERRIDES` in its own session, without waiting; output to a file
+    (a pipe nobody reads while the run trains could fill up and stall it)."""
+    output = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed by _end_started_runs
+    process = subprocess.Popen([sys.executable, str(TRAIN), *overrides], cwd=cwd, env=clean_env(),
+                               stdout=output, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process.output = output
+    STARTED.append(process)
+    return process
+
+
+def finish(process: subprocess.Popen, timeout: float = 120) -> str:
+    """Wait for a started run to end; its output."""
+    process.wait(timeout=timeout)
+    process.output.seek(0)
+    return process.output.read()
 
 
 def wait_for(cwd: Path, pattern: str, ready, process: subprocess.Popen, timeout: float = 240) -> Path:
     """Poll until a summary.json matching `pattern` under `cwd` satisfies `ready(summary)`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert process.poll() is None, f"train.py ended early:\n{process.stdout.read()[-3000:]}"
+        assert process.poll() is None, f"train.py ended early:\n{finish(process)[-3000:]}"
         for path in cwd.glob(pattern):
             try:
                 if ready(json.loads(path.read_text())):
@@ -106,7 +135,7 @@ def test_sigterm_saves_last_ckpt_and_resume_continues_every_tracker(tmp_path):
     process = start(tmp_path, "trainer.max_epochs=2", BATCH, "logger=[csv,tensorboard,wandb]")
     run_dir = wait_for(tmp_path, "outputs/*/*/summary.json", lambda s: s["epochs_completed"] >= 1, process)
     process.send_signal(signal.SIGTERM)
-    output = process.communicate(timeout=120)[0]
+    output = finish(process)
     assert process.returncode == 143, output[-3000:]
     info = summary(run_dir)
     assert info["status"] == "interrupted" and "SIGTERM" in info["error"]["message"]
@@ -134,7 +163,7 @@ def test_sweep_stopped_by_ctrl_c_in_job_2_resumes_only_jobs_2_and_3_exactly(tmp_
     process = start(tmp_path, "-m", "name=a,b,c", "trainer.max_epochs=3", BATCH)
     wait_for(tmp_path, "multirun/*/*/1/summary.json", lambda s: s["epochs_completed"] >= 1, process)
     process.send_signal(signal.SIGINT)
-    output = process.communicate(timeout=120)[0]
+    output = finish(process)
     assert process.returncode == 130, output[-3000:]  # Ctrl-C stops the whole sweep
     [sweep] = tmp_path.glob("multirun/*/*")
     first = fingerprint(sweep / "0")

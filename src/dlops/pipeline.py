@@ -118,8 +118,9 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     if not (cfg.model.get("scheduler") and loggers):  # nothing for a learning-rate monitor to log
         callbacks = [c for c in callbacks if type(c).__name__ != "LearningRateMonitor"]
-    callbacks.append(RunStatus(str(run_dir), summary))
+    # last.ckpt first, then summary.json: the summary's progress never runs ahead of the checkpoint
     callbacks.append(Resumable(run_dir / "checkpoints", cfg.get("checkpoint_every_n_steps")))
+    callbacks.append(RunStatus(str(run_dir), summary))
     status, objective = "failed", None
     try:
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,

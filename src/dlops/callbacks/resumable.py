@@ -1,11 +1,11 @@
-"""Keep a run resumable: `last.ckpt` when asked to stop and every N steps, plus what a resume needs."""
+"""Keep a run resumable: `last.ckpt` every epoch, every N steps and when asked to stop; resume state."""
 
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
+from pytorch_lightning.callbacks import Checkpoint
 
 from dlops.errors import Interrupted
 from dlops.runs import signals
@@ -13,7 +13,7 @@ from dlops.tracking.csv import CSVLogger
 
 
 class Resumable(Checkpoint):
-    """Writes `dirpath/last.ckpt` mid-epoch and stores in every checkpoint what an exact resume needs.
+    """Writes `dirpath/last.ckpt` and stores in every checkpoint what an exact resume needs.
 
     - On SIGINT/SIGTERM (see `dlops.runs.signals`): at the end of the current training batch (or,
       in the epoch's last batch or its validation, at the epoch's end), save `last.ckpt` and raise
@@ -21,7 +21,8 @@ class Resumable(Checkpoint):
     - Every `every_n_train_steps` training steps (if set): save `last.ckpt`. Not in an epoch's last
       batch: Lightning resumes from there as if the epoch's validation had run; the epoch-end
       checkpoint follows anyway.
-    - At every epoch end when no ModelCheckpoint with `save_last` does it already.
+    - At every epoch end, once the epoch's metrics are written (Lightning's ModelCheckpoint
+      `save_last` writes it only in epochs that improved the monitored metric).
     - In each checkpoint: the random number generator states and how many rows metrics.csv had,
       so that a resumed run draws the same random numbers and appends exactly the missing rows.
 
@@ -31,11 +32,6 @@ class Resumable(Checkpoint):
     def __init__(self, dirpath: str | Path, every_n_train_steps: int | None = None) -> None:
         self.last_path = Path(dirpath) / "last.ckpt"
         self.every_n_train_steps = every_n_train_steps
-        self.save_at_epoch_end = True
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self.save_at_epoch_end = not any(isinstance(c, ModelCheckpoint) and c.save_last
-                                         for c in trainer.checkpoint_callbacks)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         signals.install()  # Lightning put its own SIGTERM handler in place for fit: take it back
@@ -51,10 +47,8 @@ class Resumable(Checkpoint):
             self._save(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        stop = self._stop_requested(trainer)  # e.g. asked during the last batch or the validation
-        if self.save_at_epoch_end or stop:
-            self._save(trainer)  # after the epoch's rows are written: a resume starts the next epoch
-        if stop:
+        self._save(trainer)  # after the epoch's rows are written: a resume starts the next epoch
+        if self._stop_requested(trainer):  # e.g. asked during the last batch or the validation
             raise Interrupted(signals.requested() or signals.SIGNALS[1])
 
     def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
@@ -86,7 +80,4 @@ class Resumable(Checkpoint):
         return bool(trainer.strategy.reduce_boolean_decision(signals.requested() is not None, all=False))
 
     def _save(self, trainer: pl.Trainer) -> None:
-        for callback in trainer.checkpoint_callbacks:  # ModelCheckpoint keeps writing this same file
-            if isinstance(callback, ModelCheckpoint) and callback.save_last and not callback.last_model_path:
-                callback.last_model_path = str(self.last_path)
         trainer.save_checkpoint(self.last_path, weights_only=False)  # the full training state
