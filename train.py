@@ -8,12 +8,16 @@ where it stopped: the command is rewritten before Hydra starts (see dlops.runs.r
 import sys
 
 import hydra
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from dlops.runs.resolvers import register_resolvers
 from dlops.runs.resume import hydra_argv
 
 register_resolvers()
+# Hydra deep-copies its config repository, with this store of every plugin's schemas, once per
+# config group to print --help (~0.8 s). The store hands out only copies of what it holds: share it.
+ConfigStore.__deepcopy__ = lambda self, memo: self
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -294,7 +294,8 @@ def trained(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_end_to_end_sweep_report_matches_summaries(trained: Path, capsys) -> None:
-    (sweep_dir,) = [p for p in (trained / "multirun").glob("*/*") if len(list(p.glob("*/summary.json"))) == 4]
+    (sweep_dir,) = [p for p in (trained / "multirun").glob("*/*")
+                    if sum(d.is_dir() and d.name.isdigit() for d in p.iterdir()) == 4]
     summaries = {str(p.parent): json.loads(p.read_text()) for p in sweep_dir.glob("*/summary.json")}
     doc = report_json(str(sweep_dir), capsys=capsys)
     rows = doc["runs"]

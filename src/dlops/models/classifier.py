@@ -68,6 +68,14 @@ class Classifier(pl.LightningModule):
         self.val_probs: torch.Tensor | None = None
         self.val_labels: torch.Tensor | None = None
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets `_current_fx_name` around every hook, ~40 times a training step, and
+        # nn.Module.__setattr__ spends microseconds each time finding out that it is a plain value.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of raw images: `(N,)` for two classes, else `(N, num_classes)`."""
         logits = self.net(images.float() * self.scale + self.shift)

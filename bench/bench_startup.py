@@ -1,0 +1,109 @@
+"""Start-up of `python train.py`: --help, --cfg job, time to the first training step, end to end.
+
+Each round runs, in fresh processes from a temporary directory:
+
+  --help              wall time
+  --cfg job           wall time
+  python train.py     the default run (bundled digits, 10 epochs, logging, checkpoints, test),
+                      end to end
+  the same run with bench/epoch_timer.py added: when fit starts, the first training step,
+                      fit ends (unix times against the moment the process was started)
+
+and checks which heavy packages each path imports (`python -X importtime`).
+
+    python bench/bench_startup.py [--rounds 3]
+
+Writes bench/results/startup.json and startup.md (startup-threads1.* with --threads 1).
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+from common import PYTHON, ROOT, check, env, machine, save, spread, stats, timed
+
+TRAIN = str(ROOT / "train.py")
+HEAVY = ("torch", "pytorch_lightning", "torchvision", "torchmetrics", "tensorboard", "wandb",
+         "matplotlib", "pandas")
+
+
+def heavy_imports(args: list[str], cwd: Path) -> list[str]:
+    """The top-level heavy packages that `python train.py ARGS` imports."""
+    result = subprocess.run([PYTHON, "-X", "importtime", TRAIN, *args], cwd=cwd, env=env(),
+                            capture_output=True, text=True)
+    modules = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s*([\w.]+)$", result.stderr, re.M)
+    packages = {m.split(".")[0] for m in modules}
+    return [name for name in HEAVY if name in packages]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads in every run (OMP_NUM_THREADS); default: torch's own")
+    args = parser.parse_args()
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    walls: dict[str, list[float]] = {"help": [], "cfg_job": [], "train": [], "first_step": [],
+                                     "fit_start": [], "fit": [], "after_fit": []}
+    with tempfile.TemporaryDirectory(prefix="dlops-startup-") as tmp:
+        cwd = Path(tmp)
+        for r in range(args.rounds):
+            print(f"round {r + 1}/{args.rounds}", flush=True)
+            for key, extra in (("help", ["--help"]), ("cfg_job", ["--cfg", "job"]), ("train", [])):
+                log = cwd / f"{key}-{r}.log"
+                _, wall, code = timed([PYTHON, TRAIN, *extra], cwd, log)
+                check(code, f"python train.py {' '.join(extra)}", log)
+                walls[key].append(wall)
+                print(f"  {key:10s} {wall:6.2f} s", flush=True)
+            timing, log = cwd / f"timing-{r}.json", cwd / f"timed-{r}.log"
+            start, wall, code = timed([PYTHON, TRAIN, "+callbacks.epoch_timer._target_="
+                                       "epoch_timer.EpochTimer",
+                                       f"+callbacks.epoch_timer.path={timing}"], cwd, log)
+            check(code, "python train.py (timed)", log)
+            times = json.loads(timing.read_text())
+            walls["fit_start"].append(times["fit_start"] - start)
+            walls["first_step"].append(times["first_step"] - start)
+            walls["fit"].append(times["fit_end"] - times["fit_start"])
+            walls["after_fit"].append(start + wall - times["fit_end"])
+            print(f"  first step {walls['first_step'][-1]:6.2f} s", flush=True)
+        imports = {"--help": heavy_imports(["--help"], cwd),
+                   "--cfg job": heavy_imports(["--cfg", "job"], cwd),
+                   "python train.py": heavy_imports([], cwd)}
+    results = {"rounds": args.rounds, "threads": args.threads, "machine": machine(),
+               "seconds": {k: stats(v) for k, v in walls.items()}, "heavy_imports": imports}
+    save(f"startup-threads{args.threads}" if args.threads else "startup", results,
+         markdown(results))
+
+
+def markdown(results: dict) -> str:
+    s, m = results["seconds"], results["machine"]
+    rows = [
+        ("`python train.py --help`", s["help"]),
+        ("`python train.py --cfg job`", s["cfg_job"]),
+        ("`python train.py`: process start to `trainer.fit`", s["fit_start"]),
+        ("`python train.py`: process start to first training step", s["first_step"]),
+        ("`python train.py`: fit (10 epochs of 3,500 images, validation, checkpoints)", s["fit"]),
+        ("`python train.py`: after fit (test of the best checkpoint, summary, exit)",
+         s["after_fit"]),
+        ("`python train.py` end to end (default config)", s["train"]),
+    ]
+    lines = [f"Start-up, {results['rounds']} interleaved rounds, {m['cpu_count']} CPU cores, "
+             f"torch {m['torch']} ({m['torch_threads']} threads), no GPU. Wall seconds, median "
+             "(min-max).", "", "| what | seconds |", "|---|---|"]
+    lines += [f"| {what} | {spread(v)} |" for what, v in rows]
+    lines += ["", "Heavy packages imported:", ""]
+    lines += [f"- {k}: {', '.join(v) or 'none'}" for k, v in results["heavy_imports"].items()]
+    threads = f" --threads {results['threads']}" if results["threads"] else ""
+    command = f"python bench/bench_startup.py --rounds {results['rounds']}{threads}"
+    lines += ["", f"Command: `{command}`; "
+              f"1-min load average at the end: {m['load_average_1min']:.2f}.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
