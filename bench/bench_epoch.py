@@ -35,7 +35,6 @@ from common import (
     stats,
     timed,
 )
-from epoch_timer import epoch_seconds, train_seconds
 
 VARIANTS = {
     "hand-written": "hand-written PyTorch loop (tensors in memory, sliced batches)",
@@ -58,17 +57,22 @@ def train_command(data: Path, epochs: int, timing: Path, *extra: str) -> list[st
     ]
 
 
-def run_variant(name: str, data: Path, epochs: int, work: Path) -> dict:
+def run_variant(name: str, data: Path, epochs: int, work: Path, gpu: bool, bf16: bool) -> dict:
     """Run one variant in a fresh process; return its epoch times and process wall time."""
+    from epoch_timer import epoch_seconds, train_seconds  # imports torch: after OMP_NUM_THREADS
     work.mkdir(parents=True)
     timing, log = work / "timing.json", work / "output.log"
     if name == "hand-written":
         cmd = [PYTHON, str(BENCH / "handwritten.py"), str(data), "--epochs", str(epochs),
-               "--out", str(timing)]
+               "--out", str(timing), *(["--device", "cuda"] if gpu else []),
+               *(["--bf16"] if bf16 else [])]
     else:
-        target = ["datamodule._target_=torchvision_mnist.PerItemMNISTDataModule"]
-        cmd = train_command(data, epochs, timing, *(target if name == "torchvision" else []))
-    _, wall, code = timed(cmd, work, log)
+        extra = ["trainer=gpu"] if gpu else []
+        extra += ["trainer.precision=bf16-mixed"] if bf16 else []
+        if name == "torchvision":
+            extra.append("datamodule._target_=torchvision_mnist.PerItemMNISTDataModule")
+        cmd = train_command(data, epochs, timing, *extra)
+    _, wall, _, code = timed(cmd, work, log)
     check(code, name, log)
     times = json.loads(timing.read_text())
     if name == "hand-written":
@@ -112,15 +116,20 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
 
 
 def markdown(summary: dict, info: dict) -> str:
-    hand = summary["hand-written"]["s_per_epoch"]["median"]
+    m = info["machine"]
+    device = (f"GPU {m['gpu']}{', bf16-mixed' if info['bf16'] else ''}" if info["gpu"]
+              else "no GPU")
+    flags = "".join(f" --{k} {info[k]}" for k in ("epochs", "rounds", "threads") if info[k])
+    flags += "".join(f" --{k}" for k in ("gpu", "bf16") if info[k])
     lines = [
         f"Epoch time, {N_TRAIN:,} training + {N_VAL:,} validation images ({info['data']}), "
         f"784-64-128-64-10 dense net, batch 64, {info['epochs']} epochs x {info['rounds']} "
-        f"interleaved rounds; {info['machine']['cpu_count']} CPU cores, torch "
-        f"{info['machine']['torch']} with {info['machine']['torch_threads']} threads, no GPU. "
+        f"interleaved rounds; {m['cpu_count']} CPU cores, torch {m['torch']}, torch threads: "
+        f"{'/'.join(map(str, summary['dlops']['threads']))}, {device}. "
         "Median (min-max) over runs of each run's median epoch; an epoch includes validation, "
         "checkpoints and logging. CPU s/epoch: the process's CPU time (less disturbed by other "
-        "processes on a shared machine; with several threads it counts every thread).",
+        "processes on a shared machine; with several threads it counts every thread). "
+        "vs hand-written: the median of the ratios taken round by round.",
         "",
         "| pipeline | s/epoch | train images/s | vs hand-written | CPU s/epoch | whole process (s) "
         "| val_acc |",
@@ -128,15 +137,14 @@ def markdown(summary: dict, info: dict) -> str:
     ]
     for name, label in VARIANTS.items():
         s = summary[name]
+        ratio = summary["ratios"].get(f"{name} / hand-written", {"median": 1.0})["median"]
         lines.append(f"| {label} | {spread(s['s_per_epoch'])} | {s['images_per_s']:,.0f} | "
-                     f"{s['s_per_epoch']['median'] / hand:.2f}x | {spread(s['cpu_s_per_epoch'])} | "
+                     f"{ratio:.2f}x | {spread(s['cpu_s_per_epoch'])} | "
                      f"{spread(s['process_s'], '{:.1f}')} | {s['val_acc']['median']:.4f} |")
     lines += ["", "Ratios measured round by round (same minute, same load): median (min-max)", ""]
     lines += [f"- {k}: {spread(v)}" for k, v in summary["ratios"].items()]
-    threads = f" --threads {info['threads']}" if info["threads"] else ""
-    lines += ["", f"Command: `python bench/bench_epoch.py --epochs {info['epochs']} "
-              f"--rounds {info['rounds']}{threads}`; 1-min load average at the end: "
-              f"{info['machine']['load_average_1min']:.2f}.", ""]
+    lines += ["", f"Command: `python bench/bench_epoch.py{flags}`; 1-min load average at the "
+              f"end: {m['load_average_1min']:.2f}.", ""]
     return "\n".join(lines)
 
 
@@ -148,6 +156,10 @@ def main() -> None:
                         help="torch threads in every run (OMP_NUM_THREADS); default: torch's own")
     parser.add_argument("--only", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
                         help="run only these variants (the results need all three)")
+    parser.add_argument("--gpu", action="store_true",
+                        help="train on the GPU: trainer=gpu, the hand-written loop on cuda")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bf16 mixed precision: trainer.precision=bf16-mixed, autocast by hand")
     args = parser.parse_args()
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -159,13 +171,15 @@ def main() -> None:
             print(f"round {r + 1}/{args.rounds}", flush=True)
             names, k = args.only, r % len(args.only)
             for name in names[k:] + names[:k]:  # rotated, so that no variant always goes first
-                runs[name].append(run_variant(name, data, args.epochs, Path(tmp) / f"{name}-{r}"))
+                work = Path(tmp) / f"{name}-{r}"
+                runs[name].append(run_variant(name, data, args.epochs, work, args.gpu, args.bf16))
     if len(runs) < len(VARIANTS):
         return
     info = {"data": origin, "epochs": args.epochs, "rounds": args.rounds, "threads": args.threads,
-            "machine": machine()}
+            "gpu": args.gpu, "bf16": args.bf16, "machine": machine()}
     summary = summarise(runs)
-    name = f"epoch-threads{args.threads}" if args.threads else "epoch"
+    name = "epoch" + "".join(f"-{flag}" for flag in ("gpu", "bf16") if getattr(args, flag))
+    name += f"-threads{args.threads}" if args.threads else ""
     save(name, {**info, "summary": summary, "runs": runs}, markdown(summary, info))
 
 

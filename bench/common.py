@@ -3,6 +3,7 @@
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -75,12 +76,17 @@ def read_data(root: Path) -> tuple[np.ndarray, np.ndarray]:
     return _read_idx(raw / "train-images-idx3-ubyte"), _read_idx(raw / "train-labels-idx1-ubyte")
 
 
-def timed(cmd: list[str], cwd: Path, log: Path) -> tuple[float, float, int]:
-    """Run `cmd`; return its start time (unix), wall seconds and exit code. Output goes to `log`."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(cmd: list[str], cwd: Path, log: Path) -> tuple[float, float, float, int]:
+    """Run `cmd` (output to `log`); return its start (unix time), wall, CPU seconds, exit code."""
     with open(log, "w") as out:
-        start_unix, start = time.time(), time.perf_counter()
+        start_unix, start, cpu = time.time(), time.perf_counter(), _children_cpu()
         code = subprocess.call(cmd, cwd=cwd, env=env(), stdout=out, stderr=subprocess.STDOUT)
-        return start_unix, time.perf_counter() - start, code
+        return start_unix, time.perf_counter() - start, _children_cpu() - cpu, code
 
 
 def check(code: int, what: str, log: Path) -> None:

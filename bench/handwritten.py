@@ -11,6 +11,7 @@ DATA_DIR holds MNIST/raw/*-ubyte as written by `common.make_data`.
 import argparse
 import json
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -28,6 +29,9 @@ def main() -> None:
     parser.add_argument("--hidden-sizes", type=int, nargs="+", default=[64, 128, 64])
     parser.add_argument("--lr", type=float, default=0.001)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (data moved there once)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bf16 autocast, as trainer.precision=bf16-mixed")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -37,6 +41,8 @@ def main() -> None:
     # the split of dlops' MNIST datamodule: shuffled with split_seed 1234, validation first
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(1234))
     images, labels = images[order], labels[order]
+    device = torch.device(args.device)
+    images, labels = images.to(device), labels.to(device)
     val_x, val_y, train_x, train_y = images[:N_VAL], labels[:N_VAL], images[N_VAL:], labels[N_VAL:]
 
     pixels = train_x.float() / 255
@@ -44,7 +50,8 @@ def main() -> None:
     scale, shift = 1 / (255 * std), -mean / std
     counts = torch.bincount(train_y, minlength=10).float()
     weights = counts.sum() / (len(counts) * counts)
-    net = MLP((1, 28, 28), 10, args.hidden_sizes)
+    autocast = torch.autocast(device.type, torch.bfloat16) if args.bf16 else nullcontext()
+    net = MLP((1, 28, 28), 10, args.hidden_sizes).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=args.lr, weight_decay=0.0)
     bs, n = args.batch_size, len(train_y)
 
@@ -52,22 +59,26 @@ def main() -> None:
     for epoch in range(args.epochs):
         start, cpu_start = time.perf_counter(), time.process_time()
         order = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed + epoch))
+        order = order.to(device)
         x_epoch, y_epoch = train_x[order], train_y[order]
-        sums, count = torch.zeros(2), 0
+        sums, count = torch.zeros(2, device=device), 0
         for i in range(0, n, bs):
             x, y = x_epoch[i : i + bs], y_epoch[i : i + bs]
-            logits = net(x.float() * scale + shift)
-            loss = F.cross_entropy(logits, y, weight=weights)
+            with autocast:
+                logits = net(x.float() * scale + shift)
+                loss = F.cross_entropy(logits, y, weight=weights)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             with torch.no_grad():
                 sums += torch.stack([loss * len(y), (logits.argmax(-1) == y).sum().float()])
                 count += len(y)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         train_end = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast:
             logits = torch.cat([net(val_x[i : i + bs].float() * scale + shift)
-                                for i in range(0, len(val_y), bs)])
+                                for i in range(0, len(val_y), bs)]).float()
             val_loss = F.cross_entropy(logits, val_y, weight=weights).item()
             val_acc = (logits.argmax(-1) == val_y).float().mean().item()
         end = time.perf_counter()

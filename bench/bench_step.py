@@ -1,0 +1,145 @@
+"""Framework cost per training step: the Classifier on a one-pixel net, so that compute is ~nothing.
+
+In one process, interleaved, CPU time per step (one torch thread) of:
+
+  hand-written      the same module stepped by hand (forward, loss, backward, Adam, running sums)
+  Lightning bare    Trainer without callbacks, logger or progress bar
+  dlops             Trainer with conf/'s default callbacks and logger, as `python train.py` has them
+  dlops, before     the same, with nn.Module.__setattr__ for Lightning's `_current_fx_name`
+
+    python bench/bench_step.py [--rounds 5]
+
+Writes bench/results/step.json and step.md.
+"""
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import pytorch_lightning as pl
+import torch
+from common import ROOT, machine, save, stats
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from dlops.callbacks.run_status import RunStatus
+from dlops.models.classifier import Classifier
+from dlops.runs.resolvers import register_resolvers
+
+STEPS = 1000
+NET = {"_target_": "dlops.models.nets.MLP", "hidden_sizes": []}
+ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.001}
+
+
+class Before(Classifier):
+    """The Classifier as it was: every attribute set through nn.Module.__setattr__."""
+
+    __setattr__ = torch.nn.Module.__setattr__
+
+
+class Batches:
+    """STEPS one-pixel batches of 64, like TensorBatches but with nothing to slice."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps, self.batch = steps, (torch.zeros(64, 1, 1, 1, dtype=torch.uint8),
+                                         torch.zeros(64, dtype=torch.long))
+
+    def __iter__(self):
+        return iter([self.batch] * self.steps)
+
+    def __len__(self) -> int:
+        return self.steps
+
+
+class StepClock(pl.Callback):
+    """CPU seconds of each epoch's training batches (validation excluded)."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start = time.process_time()
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.seconds.append(time.process_time() - self.start)
+
+
+def hand_written(epochs: int) -> list[float]:
+    model = Classifier(net=NET, optimizer=ADAM, input_shape=(1, 1, 1))
+    optimizer = model.configure_optimizers()
+    seconds = []
+    for _ in range(epochs):
+        start = time.process_time()
+        for images, labels in Batches(STEPS):
+            logits = model(images)
+            loss = model._loss(logits, labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                n = labels.numel()
+                correct = ((logits > 0).long() == labels).sum().float()
+                model.train_sums += torch.stack([loss * n, correct])
+                model.train_count += n
+        seconds.append(time.process_time() - start)
+    return seconds
+
+
+def lightning(epochs: int, module: type, cfg, run_dir: str, full: bool) -> list[float]:
+    clock = StepClock()
+    callbacks = [clock]
+    if full:
+        callbacks += [instantiate(c) for c in cfg.callbacks.values()
+                      if not c._target_.endswith("LearningRateMonitor")]
+        callbacks.append(RunStatus(run_dir, {}))
+    trainer = pl.Trainer(max_epochs=epochs, callbacks=callbacks, enable_progress_bar=full,
+                         logger=[instantiate(c) for c in cfg.logger.values()] if full else False,
+                         enable_checkpointing=full, enable_model_summary=False,
+                         default_root_dir=run_dir)
+    model = module(net=NET, optimizer=ADAM, input_shape=(1, 1, 1))
+    trainer.fit(model, train_dataloaders=Batches(STEPS), val_dataloaders=Batches(2))
+    return clock.seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    register_resolvers()
+    us: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="dlops-step-") as run_dir:
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("train", overrides=[f"paths.output_dir={run_dir}",
+                                              f"paths.data_dir={run_dir}"])
+        variants = {
+            "hand-written": lambda: hand_written(args.epochs),
+            "Lightning bare": lambda: lightning(args.epochs, Classifier, cfg, run_dir, False),
+            "dlops": lambda: lightning(args.epochs, Classifier, cfg, run_dir, True),
+            "dlops, before": lambda: lightning(args.epochs, Before, cfg, run_dir, True),
+        }
+        for r in range(args.rounds):
+            for name, run in variants.items():
+                us.setdefault(name, []).extend(s / STEPS * 1e6 for s in run())
+            print(f"round {r + 1}/{args.rounds}: " + ", ".join(
+                f"{k} {statistics.median(v):.0f}" for k, v in us.items()) + " us/step", flush=True)
+    results = {"rounds": args.rounds, "epochs": args.epochs, "machine": machine(),
+               "us_per_step": {k: stats(v) for k, v in us.items()}}
+    hand = results["us_per_step"]["hand-written"]["min"]
+    lines = [f"CPU microseconds per training step, a one-pixel Classifier (batch 64) so that "
+             f"compute is negligible; {args.rounds} interleaved rounds x {args.epochs} epochs of "
+             f"{STEPS} steps, 1 torch thread. min and median over epochs.", "",
+             "| loop | min us/step | median us/step | framework cost over hand-written (min) |",
+             "|---|---|---|---|"]
+    for name, s in results["us_per_step"].items():
+        lines.append(f"| {name} | {s['min']:.0f} | {s['median']:.0f} | {s['min'] - hand:.0f} |")
+    lines += ["", f"Command: `python bench/bench_step.py --rounds {args.rounds}`; 1-min load "
+              f"average at the end: {results['machine']['load_average_1min']:.2f}.", ""]
+    save("step", results, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
