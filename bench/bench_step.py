@@ -3,9 +3,12 @@
 In one process, interleaved, CPU time per step (one torch thread) of:
 
   hand-written      the same module stepped by hand (forward, loss, backward, Adam, running sums)
-  Lightning bare    Trainer without callbacks, logger or progress bar
-  dlops             Trainer with conf/'s default callbacks and logger, as `python train.py` has them
-  dlops, before     the same, with nn.Module.__setattr__ for Lightning's `_current_fx_name`
+  Lightning bare    Trainer without callbacks, logger or progress bar, as Lightning sets it up
+  dlops, before     conf/'s default callbacks and loggers, without dlops.overhead's removals: the
+                    NVML probe at every step, the default profiler, a progress bar, Lightning's
+                    batch transfer and nn.Module.__setattr__ for Lightning's `_current_fx_name`
+  dlops, terminal   as `python train.py` in a terminal (with its progress bar)
+  dlops             as `python train.py` with its output going to a file (no progress bar)
 
     python bench/bench_step.py [--rounds 5]
 
@@ -13,6 +16,7 @@ Writes bench/results/step.json and step.md.
 """
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -22,14 +26,19 @@ import torch
 from common import ROOT, machine, save, stats
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from pytorch_lightning.callbacks import TQDMProgressBar
 
+from dlops.callbacks.resumable import Resumable
 from dlops.callbacks.run_status import RunStatus
+from dlops.data.base import InMemoryDataModule, Split
 from dlops.models.classifier import Classifier
+from dlops.overhead import NoProfiler, skip_gpu_probes
 from dlops.runs.resolvers import register_resolvers
 
 STEPS = 1000
 NET = {"_target_": "dlops.models.nets.MLP", "hidden_sizes": []}
 ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.001}
+NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"  # what importing Lightning sets
 
 
 class Before(Classifier):
@@ -38,18 +47,21 @@ class Before(Classifier):
     __setattr__ = torch.nn.Module.__setattr__
 
 
-class Batches:
-    """STEPS one-pixel batches of 64, like TensorBatches but with nothing to slice."""
+class OnePixel(InMemoryDataModule):
+    """STEPS batches of 64 one-pixel images, served like every dlops datamodule serves them."""
 
-    def __init__(self, steps: int) -> None:
-        self.steps, self.batch = steps, (torch.zeros(64, 1, 1, 1, dtype=torch.uint8),
-                                         torch.zeros(64, dtype=torch.long))
+    def load(self) -> tuple[Split, Split, Split]:
+        self.class_names = ["0", "1"]
+        train = Split(torch.zeros(STEPS * 64, 1, 1, 1, dtype=torch.uint8),
+                      torch.zeros(STEPS * 64, dtype=torch.long))
+        small = Split(train.images[:128], train.labels[:128])
+        return train, small, small
 
-    def __iter__(self):
-        return iter([self.batch] * self.steps)
 
-    def __len__(self) -> int:
-        return self.steps
+class OnePixelBefore(OnePixel):
+    """The same batches moved to the device by Lightning's generic walk through the batch."""
+
+    transfer_batch_to_device = pl.LightningDataModule.transfer_batch_to_device
 
 
 class StepClock(pl.Callback):
@@ -67,12 +79,15 @@ class StepClock(pl.Callback):
 
 
 def hand_written(epochs: int) -> list[float]:
+    os.environ.pop(NVML_CHECK, None)  # a process without Lightning
     model = Classifier(net=NET, optimizer=ADAM, input_shape=(1, 1, 1))
     optimizer = model.configure_optimizers()
+    data = OnePixel(batch_size=64)
+    data.setup()
     seconds = []
     for _ in range(epochs):
         start = time.process_time()
-        for images, labels in Batches(STEPS):
+        for images, labels in data.train_dataloader():
             logits = model(images)
             loss = model._loss(logits, labels)
             optimizer.zero_grad()
@@ -80,26 +95,38 @@ def hand_written(epochs: int) -> list[float]:
             optimizer.step()
             with torch.no_grad():
                 n = labels.numel()
-                correct = ((logits > 0).long() == labels).sum().float()
-                model.train_sums += torch.stack([loss * n, correct])
-                model.train_count += n
+                correct = ((logits > 0).long() == labels).sum()
+                model.train_sums.add_(torch.stack([loss * n, correct, loss.new_tensor(n)]))
         seconds.append(time.process_time() - start)
     return seconds
 
 
-def lightning(epochs: int, module: type, cfg, run_dir: str, full: bool) -> list[float]:
+def lightning(epochs: int, cfg, run_dir: str, variant: str) -> list[float]:
+    """One fit of the one-pixel model; `variant` is "bare", "before", "terminal" or "file"."""
+    os.environ[NVML_CHECK] = "1"  # as importing Lightning left it
     clock = StepClock()
-    callbacks = [clock]
-    if full:
+    callbacks: list = [clock]
+    model_type, data_type, extra = Classifier, OnePixel, {}
+    if variant == "bare":
+        extra = {"enable_progress_bar": False, "logger": False, "enable_checkpointing": False}
+    else:
         callbacks += [instantiate(c) for c in cfg.callbacks.values()
-                      if not c._target_.endswith("LearningRateMonitor")]
-        callbacks.append(RunStatus(run_dir, {}))
-    trainer = pl.Trainer(max_epochs=epochs, callbacks=callbacks, enable_progress_bar=full,
-                         logger=[instantiate(c) for c in cfg.logger.values()] if full else False,
-                         enable_checkpointing=full, enable_model_summary=False,
-                         default_root_dir=run_dir)
-    model = module(net=NET, optimizer=ADAM, input_shape=(1, 1, 1))
-    trainer.fit(model, train_dataloaders=Batches(STEPS), val_dataloaders=Batches(2))
+                      if not c._target_.endswith(("LearningRateMonitor", "TQDMProgressBar"))]
+        callbacks += [Resumable(f"{run_dir}/checkpoints"), RunStatus(run_dir, {})]
+        extra = {"logger": [instantiate(c) for c in cfg.logger.values()]}
+    if variant in ("before", "terminal"):
+        callbacks.append(TQDMProgressBar(refresh_rate=cfg.callbacks.progress_bar.refresh_rate))
+    else:
+        extra["enable_progress_bar"] = False
+    if variant == "before":
+        model_type, data_type = Before, OnePixelBefore
+    elif variant != "bare":
+        skip_gpu_probes()
+        extra["profiler"] = NoProfiler()
+    trainer = pl.Trainer(max_epochs=epochs, callbacks=callbacks, enable_model_summary=False,
+                         default_root_dir=run_dir, **extra)
+    model = model_type(net=NET, optimizer=ADAM, input_shape=(1, 1, 1))
+    trainer.fit(model, datamodule=data_type(batch_size=64))
     return clock.seconds
 
 
@@ -117,9 +144,10 @@ def main() -> None:
                                               f"paths.data_dir={run_dir}"])
         variants = {
             "hand-written": lambda: hand_written(args.epochs),
-            "Lightning bare": lambda: lightning(args.epochs, Classifier, cfg, run_dir, False),
-            "dlops": lambda: lightning(args.epochs, Classifier, cfg, run_dir, True),
-            "dlops, before": lambda: lightning(args.epochs, Before, cfg, run_dir, True),
+            "Lightning bare": lambda: lightning(args.epochs, cfg, run_dir, "bare"),
+            "dlops, before": lambda: lightning(args.epochs, cfg, run_dir, "before"),
+            "dlops, terminal": lambda: lightning(args.epochs, cfg, run_dir, "terminal"),
+            "dlops": lambda: lightning(args.epochs, cfg, run_dir, "file"),
         }
         for r in range(args.rounds):
             for name, run in variants.items():

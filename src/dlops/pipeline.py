@@ -94,10 +94,12 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
 
     from dlops.callbacks.resumable import Resumable
     from dlops.callbacks.run_status import RunStatus
+    from dlops.overhead import skip_gpu_probes, trainer_speedups
     from dlops.runs.checkpoints import AtomicCheckpointIO
     from dlops.runs.curves import METRICS_CSV, plot_learning_curves
     from dlops.tracking.loggers import finish, log_config
 
+    skip_gpu_probes()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.datamodule, seed=cfg.seed)
     datamodule.prepare_data()
@@ -121,10 +123,11 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
     # last.ckpt first, then summary.json: the summary's progress never runs ahead of the checkpoint
     callbacks.append(Resumable(run_dir / "checkpoints", cfg.get("checkpoint_every_n_steps")))
     callbacks.append(RunStatus(str(run_dir), summary))
+    callbacks, speedups = trainer_speedups(cfg.trainer, callbacks)
     status, objective = "failed", None
     try:
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                              plugins=[AtomicCheckpointIO()])
+                              plugins=[AtomicCheckpointIO()], **speedups)
         prepare_relaunch(trainer, run_dir)
         record_trackers(loggers, summary)
         log_config(loggers, cfg, parameters=summary["parameters"], seed=cfg.seed, tags=summary["tags"])

@@ -1,5 +1,6 @@
 """Keep `summary.json` current while a run trains, so a killed run still shows its progress."""
 
+import logging
 import math
 from typing import Any
 
@@ -7,6 +8,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint
 
 from dlops.runs.summary import now, write_summary
+
+log = logging.getLogger(__name__)
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -46,3 +49,5 @@ class RunStatus(Checkpoint):
             best_metric=None if score is None or math.isnan(score) else score,
         )
         write_summary(self.run_dir, self.summary)
+        metrics = ", ".join(f"{k} {v:.4g}" for k, v in self.summary["last_metrics"].items())
+        log.info(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {metrics}")

@@ -1,6 +1,7 @@
 """What every dlops datamodule shares: uint8 image tensors per split, served as sliced batches."""
 
 from dataclasses import dataclass
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -94,6 +95,12 @@ class InMemoryDataModule(pl.LightningDataModule):
             world_size=trainer.world_size if trainer is not None else 1,
             position=lambda: _batches_trained(trainer) if shuffle else 0,
         )
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        images, labels = batch
+        if images.device == device and labels.device == device:
+            return batch  # on the CPU: skip Lightning's walk through the batch, every step
+        return images.to(device), labels.to(device)
 
     def train_dataloader(self) -> TensorBatches:
         return self._batches("train", shuffle=True)

@@ -59,10 +59,9 @@ class Classifier(pl.LightningModule):
         self.register_buffer("loss_weights", weights[1:] / weights[0] if self.binary else weights)
         # scale 0-255 pixels and normalise in one multiply-add
         self.scale, self.shift = 1 / (255 * std), -mean / std
-        # per-epoch running sums of training loss and correct predictions, and the sample count
+        # this epoch's running [loss sum, correct predictions, samples], added to in place
         # (a plain tensor, not a buffer: DDP would overwrite every rank's sums with rank 0's)
-        self.train_sums = torch.zeros(2)
-        self.train_count = 0
+        self.train_sums = torch.zeros(3)
         self.outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"val": [], "test": []}
         # the last validation epoch's probabilities and labels (read by the evaluation callback)
         self.val_probs: torch.Tensor | None = None
@@ -97,18 +96,18 @@ class Classifier(pl.LightningModule):
         with torch.no_grad():
             preds = (logits > 0).long() if self.binary else logits.argmax(-1)
             n = labels.numel()
-            step_sums = torch.stack([loss * n, (preds == labels).sum().float()])
-            self.train_sums = self.train_sums.to(step_sums.device) + step_sums
-            self.train_count += n
+            self.train_sums.add_(torch.stack([loss * n, (preds == labels).sum(), loss.new_tensor(n)]))
         return loss
 
+    def on_train_start(self) -> None:
+        self.train_sums = self.train_sums.to(self.device)  # restored from a checkpoint on the CPU
+
     def on_train_epoch_start(self) -> None:
-        self.train_sums = torch.zeros(2, device=self.device)
-        self.train_count = 0
+        self.train_sums = torch.zeros(3, device=self.device)
 
     def _train_totals(self) -> torch.Tensor:
         """[loss sum, correct, count] of this epoch so far, summed over every process."""
-        totals = torch.cat([self.train_sums, self.train_sums.new_tensor([self.train_count])])
+        totals = self.train_sums.clone()  # DDP's reduce sums in place
         if self.trainer.world_size > 1:
             totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
         return totals
@@ -135,8 +134,7 @@ class Classifier(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         totals = checkpoint.get("train_totals")
         if totals is not None and self.global_rank == 0:  # other processes restart from zero
-            self.train_sums = totals[:2].clone()
-            self.train_count = int(totals[2])
+            self.train_sums = totals.float()
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")
