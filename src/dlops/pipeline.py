@@ -100,6 +100,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
     from dlops.tracking.loggers import finish, log_config
 
     skip_gpu_probes()
+    quiet_lightning()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.datamodule, seed=cfg.seed)
     datamodule.prepare_data()
@@ -138,6 +139,16 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
     if (run_dir / METRICS_CSV).is_file() and is_rank_zero():
         plot_learning_curves(run_dir)
     return objective
+
+
+def quiet_lightning() -> None:
+    """Silence two lines Lightning prints in every run that say nothing about it: an advert for
+    its cloud logger and a deprecation inside Lightning itself."""
+    import warnings
+
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+        lambda record: "Tip: For seamless cloud logging" not in record.getMessage())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 def fit_then_test(cfg: DictConfig, trainer: Any, model: Any, datamodule: Any, run_dir: Path,
