@@ -187,6 +187,18 @@ def test_sweep_stopped_by_ctrl_c_in_job_2_resumes_only_jobs_2_and_3_exactly(tmp_
 
 
 @pytest.mark.slow
+def test_resumed_sweep_whose_failed_job_fails_again_exits_1(tmp_path):
+    first = train(tmp_path, "-m", "model.optimizer.lr=0.001,-1", "trainer.max_epochs=1", BATCH,
+                  check=False)
+    assert first.returncode == 1 and "1 of 2 jobs did not complete" in first.stderr
+    [sweep] = tmp_path.glob("multirun/*/*")
+    again = train(tmp_path, "-m", f"resume={sweep}", check=False)
+    # job 0 is done and not counted; job 1 was tried again and still cannot run
+    assert again.returncode == 1, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "1 of 1 jobs did not complete: job 1" in again.stderr and "lr must be" in again.stderr
+
+
+@pytest.mark.slow
 def test_completed_run_says_so_and_can_be_extended(tmp_path):
     train(tmp_path, "trainer.max_epochs=1", BATCH)
     [run_dir] = run_dirs(tmp_path)

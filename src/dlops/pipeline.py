@@ -257,6 +257,9 @@ def refuse(exc: ConfigError, run_dir: Path) -> float:
     """Report why the run in `run_dir` cannot start or continue, writing nothing into it."""
     log.error("cannot run in %s: %s", run_dir, exc)
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        from dlops.runs.sweep import REFUSED
+
+        REFUSED[str(run_dir.resolve())] = " ".join(str(exc).split())[:300]  # the sweep fails with it
         return math.nan
     raise SystemExit(1)
 

@@ -15,6 +15,9 @@ from omegaconf import DictConfig
 from dlops.runs.summary import read_summary, write_json_atomic
 
 COLUMNS = ("job", "status", "overrides", "monitor", "best", "duration_s", "run_dir", "error")
+# why this process refused to run a job of the current multirun, by resolved run dir: a refused
+# resume writes nothing into the run, so its summary cannot say that it was tried again
+REFUSED: dict[str, str] = {}
 
 
 def job_dirs(sweep_dir: str | Path) -> list[Path]:
@@ -101,22 +104,36 @@ def print_sweep_summary(rows: list[dict[str, Any]], sweep_dir: Path) -> None:
     console.print(f"sweep summary: {sweep_dir / 'summary.csv'}, {sweep_dir / 'summary.md'}")
 
 
+def _summary_text(run_dir: Path) -> str | None:
+    try:
+        return (run_dir / "summary.json").read_text()
+    except OSError:
+        return None
+
+
 class SweepSummary(Callback):
     """Hydra callback: after a multirun, write and print the sweep summary, then exit 1 naming
-    the jobs of this multirun that did not complete (jobs already in a reused sweep dir, e.g. an
-    Optuna study's earlier trials, are listed but do not count)."""
+    the jobs of this multirun that did not complete. Jobs already in a reused sweep dir that this
+    multirun left untouched (an Optuna study's earlier trials, the completed jobs of a resumed
+    sweep) are listed but do not count; a resumed job counts by what it did this time."""
 
     def __init__(self) -> None:
-        self.earlier: set[str] = set()
+        self.earlier: dict[str, str | None] = {}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.earlier = {d.name for d in job_dirs(config.hydra.sweep.dir)}
+        self.earlier = {d.name: _summary_text(d) for d in job_dirs(config.hydra.sweep.dir)}
+        REFUSED.clear()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         rows = write_sweep_summary(sweep_dir)
+        for r in rows:
+            if r["run_dir"] in REFUSED:
+                r.update(status="refused", error=REFUSED[r["run_dir"]])
         print_sweep_summary(rows, sweep_dir)
-        launched = [r for r in rows if Path(r["run_dir"]).name not in self.earlier]
+        launched = [r for r in rows if (name := Path(r["run_dir"]).name) not in self.earlier
+                    or _summary_text(Path(r["run_dir"])) != self.earlier[name]
+                    or r["status"] == "refused"]
         failed = [r for r in launched if r["status"] != "completed"]
         if failed:
             names = "; ".join(f"job {r['job']} ({_cell(r, 'overrides')}): {r['status']}"
