@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
@@ -18,7 +19,7 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from wandb_records import offline_runs, run_contents
 
-from dlops.callbacks.resumable import Resumable
+from dlops.callbacks.resumable import DDP_STOP_CHECK_EVERY, Resumable
 from dlops.data.batches import TensorBatches
 from dlops.data.mnist import MNISTDataModule
 from dlops.errors import ConfigError, Interrupted
@@ -346,3 +347,32 @@ def test_summary_of_a_resumed_run_keeps_the_first_start_and_adds_attempts():
     failed = {**first, "status": "failed", "duration_s": 50.0}
     second = continue_summary(failed, OmegaConf.create({}), [], None)
     assert [a.get("duration_s") for a in second["attempts"]] == [30.0, 20.0, None]
+
+
+class CountingStrategy:
+    """A strategy's one method that `Resumable` calls, counting the collectives it would be."""
+
+    def __init__(self) -> None:
+        self.collectives = 0
+
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:  # noqa: A002
+        self.collectives += 1
+        return decision
+
+
+@pytest.mark.parametrize("world_size, collectives", [(1, 64), (2, 64 // DDP_STOP_CHECK_EVERY)])
+def test_the_stop_check_is_a_collective_every_batch_alone_and_every_n_under_ddp(world_size,
+                                                                              collectives):
+    trainer = SimpleNamespace(world_size=world_size, strategy=CountingStrategy())
+    resumable = Resumable("checkpoints")
+    try:
+        signals.install()
+        os.kill(os.getpid(), signal.SIGTERM)  # handled: a stop request, nothing more
+        asked = [resumable._stop_requested(trainer, batch_idx) for batch_idx in range(64)]
+        assert resumable._stop_requested(trainer)  # at an epoch's end: always asked
+    finally:
+        signals.restore()
+    assert trainer.strategy.collectives == collectives + 1
+    # every process sees the request at the same batches: each one alone, every Nth under DDP
+    assert [i for i, stop in enumerate(asked) if stop] == [i for i in range(64)
+                                                          if (i + 1) % (64 // collectives) == 0]
