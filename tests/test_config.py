@@ -69,9 +69,11 @@ def test_seed_experiments():
 
 def test_validation_reports_every_problem_at_once():
     cfg = compose_train("datamodule.batch_size=0", "model.optimizer.lr=-1", "mode=up",
-                        "datamodule.val_fraction=0.6", "datamodule.test_fraction=0.5")
+                        "datamodule.val_fraction=0.6", "datamodule.test_fraction=0.5",
+                        "+trainer.enable_checkpointing=false")
     problems = "\n".join(config_problems(cfg))
-    for key in ("datamodule.batch_size", "model.optimizer.lr", "mode", "below 1"):
+    for key in ("datamodule.batch_size", "model.optimizer.lr", "mode", "below 1",
+                "enable_checkpointing=false is not supported"):
         assert key in problems
 
 

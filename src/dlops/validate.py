@@ -141,6 +141,10 @@ def _cross_key_problems(cfg: DictConfig) -> list[str]:
     epochs = (trainer.get("min_epochs"), trainer.get("max_epochs"))
     if all(_is_int(e) for e in epochs) and epochs[1] != -1 and epochs[0] > epochs[1]:
         problems.append(f"trainer.min_epochs ({epochs[0]}) must not exceed trainer.max_epochs ({epochs[1]})")
+    if trainer.get("enable_checkpointing") is False:
+        problems.append("trainer.enable_checkpointing=false is not supported: every run keeps "
+                        "checkpoints/last.ckpt to resume from; to keep no best checkpoints, leave "
+                        "the checkpoint callback out (callbacks=none)")
     if "root" in data:
         if OmegaConf.is_missing(cfg.datamodule, "root"):
             problems.append("datamodule.root is not set: add datamodule.root=DIR "
