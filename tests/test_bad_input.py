@@ -60,6 +60,12 @@ def test_misspelt_key_names_it(tmp_path):
     assert "Key 'max_epoch' is not in struct" in output and "full_key: trainer.max_epoch" in output
 
 
+def test_unknown_trainer_argument(tmp_path):
+    output = fails(tmp_path, "+trainer.max_epoch=3")
+    assert "unexpected keyword argument 'max_epoch'" in output
+    failed_with(tmp_path, "unexpected keyword argument 'max_epoch'")
+
+
 def test_wrong_type(tmp_path):
     output = fails(tmp_path, "datamodule.batch_size=abc")
     assert "datamodule.batch_size must be an integer >= 1, got 'abc' (text)" in output
