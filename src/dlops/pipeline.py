@@ -141,13 +141,16 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
     return objective
 
 
+def _not_an_advert(record: logging.LogRecord) -> bool:
+    return "Tip: For seamless cloud logging" not in record.getMessage()
+
+
 def quiet_lightning() -> None:
     """Silence two lines Lightning prints in every run that say nothing about it: an advert for
     its cloud logger and a deprecation inside Lightning itself."""
     import warnings
 
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
-        lambda record: "Tip: For seamless cloud logging" not in record.getMessage())
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_not_an_advert)  # once
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
