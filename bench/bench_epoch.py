@@ -4,7 +4,11 @@ Side by side, interleaved round by round, on the same data (60,000 training and 
 images, tiled from the bundled digits when the full MNIST set is absent), model (784-64-128-64-10
 dense net, ten classes), batch size 64 and number of epochs:
 
-  hand-written  bench/handwritten.py: uint8 tensors in memory, batches sliced, no framework
+  hand-written  bench/handwritten.py: uint8 tensors in memory, batches sliced, no framework,
+                torch.optim.Adam as usually written
+  hand-written, fused Adam
+                the same loop with Adam's fused kernel, as dlops' model configs set it: the
+                same optimizer step as dlops, so the ratio to it is the framework's cost alone
   dlops         `python train.py` (the real run: logging, checkpoints, validation, test)
   torchvision   the same `python train.py` with torchvision MNIST + ToTensor/Normalize per item
                 in a DataLoader (bench/torchvision_mnist.py)
@@ -37,7 +41,8 @@ from common import (
 )
 
 VARIANTS = {
-    "hand-written": "hand-written PyTorch loop (tensors in memory, sliced batches)",
+    "hand-written": "hand-written PyTorch loop (tensors in memory, sliced batches, plain Adam)",
+    "hand-written, fused Adam": "the same hand-written loop with fused Adam (dlops' default)",
     "dlops": "dlops `python train.py`, fit loop",
     "torchvision": "torchvision MNIST + ToTensor/Normalize per item in a DataLoader, same "
                    "Lightning run",
@@ -62,10 +67,10 @@ def run_variant(name: str, data: Path, epochs: int, work: Path, gpu: bool, bf16:
     from epoch_timer import epoch_seconds, train_seconds  # imports torch: after OMP_NUM_THREADS
     work.mkdir(parents=True)
     timing, log = work / "timing.json", work / "output.log"
-    if name == "hand-written":
+    if name.startswith("hand-written"):
         cmd = [PYTHON, str(BENCH / "handwritten.py"), str(data), "--epochs", str(epochs),
                "--out", str(timing), *(["--device", "cuda"] if gpu else []),
-               *(["--bf16"] if bf16 else [])]
+               *(["--bf16"] if bf16 else []), *(["--fused"] if "fused" in name else [])]
     else:
         extra = ["trainer=gpu"] if gpu else []
         extra += ["trainer.precision=bf16-mixed"] if bf16 else []
@@ -75,7 +80,7 @@ def run_variant(name: str, data: Path, epochs: int, work: Path, gpu: bool, bf16:
     _, wall, _, code = timed(cmd, work, log)
     check(code, name, log)
     times = json.loads(timing.read_text())
-    if name == "hand-written":
+    if name.startswith("hand-written"):
         epoch_s = [e["epoch_s"] for e in times["epochs"]]
         cpu_s = [e["cpu_s"] for e in times["epochs"]]
         train_s = [e["train_s"] for e in times["epochs"]]
@@ -109,6 +114,9 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
         return stats([statistics.median(x[key]) / statistics.median(y[key])
                       for x, y in zip(runs[a], runs[b], strict=True)])
     out["ratios"] = {"dlops / hand-written": ratio("dlops", "hand-written"),
+                     "dlops / hand-written, fused Adam": ratio("dlops", "hand-written, fused Adam"),
+                     "hand-written, fused Adam / hand-written": ratio("hand-written, fused Adam",
+                                                                      "hand-written"),
                      "torchvision / dlops": ratio("torchvision", "dlops"),
                      "torchvision / hand-written": ratio("torchvision", "hand-written"),
                      "dlops / hand-written, CPU seconds": ratio("dlops", "hand-written", "cpu_s")}
@@ -155,7 +163,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads in every run (OMP_NUM_THREADS); default: torch's own")
     parser.add_argument("--only", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
-                        help="run only these variants (the results need all three)")
+                        help="run only these variants (the results need all of them)")
     parser.add_argument("--gpu", action="store_true",
                         help="train on the GPU: trainer=gpu, the hand-written loop on cuda")
     parser.add_argument("--bf16", action="store_true",

@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (data moved there once)")
     parser.add_argument("--bf16", action="store_true",
                         help="bf16 autocast, as trainer.precision=bf16-mixed")
+    parser.add_argument("--fused", action="store_true", help="Adam's fused kernel (dlops' default)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -52,7 +53,7 @@ def main() -> None:
     weights = counts.sum() / (len(counts) * counts)
     autocast = torch.autocast(device.type, torch.bfloat16) if args.bf16 else nullcontext()
     net = MLP((1, 28, 28), 10, args.hidden_sizes).to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=args.lr, weight_decay=0.0)
+    optimizer = torch.optim.Adam(net.parameters(), lr=args.lr, weight_decay=0.0, fused=args.fused)
     bs, n = args.batch_size, len(train_y)
 
     epochs = []

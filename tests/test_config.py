@@ -50,6 +50,7 @@ def test_default_config():
     assert list(cfg.logger) == ["csv"]
     assert cfg.callbacks.model_checkpoint.save_last is False  # dlops writes last.ckpt every epoch
     assert cfg.callbacks.model_checkpoint.filename == "{epoch}-{val_loss:.4f}"
+    assert cfg.model.optimizer.fused is True  # Adam's fused kernel (bench/bench_epoch.py)
     assert config_problems(cfg) == []
 
 

@@ -35,3 +35,20 @@ def test_checkpoint_restores_under_weights_only_loading(tmp_path):
     assert torch.allclose(restored.eval()(images), model.eval()(images))
     assert restored.hparams.class_names == ["no 3", "3"]
     assert trainer.callback_metrics["val_acc"] > 0.8
+
+
+def test_fused_adam_trains_the_same_weights_as_plain_adam(tmp_path):
+    """The fused optimizer step that conf/model/*.yaml sets is a speed-up, not a change of result."""
+    weights = []
+    for fused in (False, True):
+        pl.seed_everything(0, verbose=False)
+        dm = MNISTDataModule(batch_size=256, val_fraction=0.1, test_fraction=0.1)
+        dm.setup()
+        model = Classifier(MLP, {**ADAM, "fused": fused}, num_classes=2,
+                           class_names=dm.class_names, class_weights=dm.class_weights)
+        trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, default_root_dir=tmp_path)
+        trainer.fit(model, datamodule=dm)
+        assert trainer.optimizers[0].param_groups[0]["fused"] is fused
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(*weights, atol=1e-5)  # the kernels may round differently, no more

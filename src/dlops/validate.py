@@ -88,6 +88,7 @@ SCHEMA: dict[str, Rule] = {
     "datamodule.image_size": integer(1, also=(None,)),
     "model.optimizer.lr": number(0, low_open=True),
     "model.optimizer.weight_decay": number(0),
+    "model.optimizer.fused": one_of(None, True, False),
     "model.net.hidden_sizes": SIZES,
     "model.net.channels": SIZES,
     "model.net.hidden_size": integer(1),
