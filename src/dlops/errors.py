@@ -24,3 +24,8 @@ class Interrupted(BaseException):
     def exit_code(self) -> int:
         """128 + the signal number, as a shell reports a process ended by that signal (130, 143)."""
         return 128 + self.signum
+
+
+class Pruned(Exception):
+    """An Optuna trial stopped early because its monitored metric was unpromising: a search
+    decision, recorded as status `pruned`, not an error."""

@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from dlops.errors import ConfigError, DivergedError, Interrupted
+from dlops.errors import ConfigError, DivergedError, Interrupted, Pruned
 from dlops.runs import signals
 from dlops.runs.ddp import clean_process_state, is_rank_zero, prepare_relaunch
 from dlops.runs.summary import git_commit, now, package_versions, write_summary
@@ -92,6 +92,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
+    from dlops.callbacks.pruning import pruning_callbacks
     from dlops.callbacks.resumable import Resumable
     from dlops.callbacks.run_status import RunStatus
     from dlops.overhead import skip_gpu_probes, trainer_speedups
@@ -124,6 +125,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
     # last.ckpt first, then summary.json: the summary's progress never runs ahead of the checkpoint
     callbacks.append(Resumable(run_dir / "checkpoints", cfg.get("checkpoint_every_n_steps")))
     callbacks.append(RunStatus(str(run_dir), summary))
+    callbacks += pruning_callbacks(cfg)  # a trial of dlops' Optuna sweeper: last, after RunStatus
     callbacks, speedups = trainer_speedups(cfg.trainer, callbacks)
     status, objective = "failed", None
     try:
@@ -234,7 +236,8 @@ def record_failure(exc: BaseException, run_dir: Path, summary: dict[str, Any]) -
     elif not isinstance(exc, Interrupted):
         signum = None
     message = user_message(exc) if signum is None else interrupt_message(exc, signum)
-    status = ("diverged" if isinstance(exc, DivergedError) else "interrupted" if signum else "failed")
+    status = ("diverged" if isinstance(exc, DivergedError) else "pruned" if isinstance(exc, Pruned)
+              else "interrupted" if signum else "failed")
     error = {"type": type(exc).__name__, "message": message or str(exc),
              "traceback": "traceback.txt"}
     (run_dir / "traceback.txt").write_text("".join(traceback.format_exception(exc)))
@@ -244,10 +247,10 @@ def record_failure(exc: BaseException, run_dir: Path, summary: dict[str, Any]) -
     except OSError as write_error:  # e.g. the disk is full: still say what happened
         log.error("could not update %s: %s", run_dir / "summary.json", write_error)
     text = message or f"{error['type']}: {exc} (traceback in {run_dir / 'traceback.txt'})"
-    if status != "diverged" and (run_dir / "checkpoints" / "last.ckpt").is_file():
+    if status not in ("diverged", "pruned") and (run_dir / "checkpoints" / "last.ckpt").is_file():
         text += f"\nContinue it with: python train.py resume={run_dir}"
-    log.error("run %s in %s: %s", status, run_dir, text)
-    if os.environ.get("HYDRA_FULL_ERROR") == "1" and not signum:
+    (log.info if status == "pruned" else log.error)("run %s in %s: %s", status, run_dir, text)
+    if os.environ.get("HYDRA_FULL_ERROR") == "1" and not signum and status != "pruned":
         raise exc
     if signum:
         raise SystemExit(128 + signum)  # a sweep stops too: the user asked to stop
@@ -282,7 +285,7 @@ def user_message(exc: BaseException) -> str | None:
     cause = exc
     while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
         cause = cause.__cause__
-    if isinstance(cause, ConfigError | DivergedError):
+    if isinstance(cause, ConfigError | DivergedError | Pruned):
         return str(cause)
     if isinstance(exc, InstantiationException):  # e.g. a misspelt argument of a _target_
         return f"the config could not be instantiated: {exc}"

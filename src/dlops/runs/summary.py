@@ -16,7 +16,7 @@ from typing import Any
 
 SUMMARY_FILE = "summary.json"
 SCHEMA_VERSION = 1
-STATUSES = ("running", "completed", "failed", "interrupted", "diverged")
+STATUSES = ("running", "completed", "failed", "interrupted", "diverged", "pruned")
 PACKAGES = ("dlops", "torch", "torchvision", "pytorch-lightning", "torchmetrics", "hydra-core",
             "omegaconf", "wandb", "tensorboard")
 
