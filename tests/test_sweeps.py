@@ -1,7 +1,9 @@
 """Sweeps that survive: failure isolation, the sweep summary, launchers, Optuna, DDP."""
 
 import csv
+import json
 import sqlite3
+import statistics
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ from conftest import ROOT, run_dirs, summary, train
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from dlops.cli import main
 from dlops.runs.ddp import RANK_VARIABLES, _config_flags, is_rank_zero
 from dlops.runs.resolvers import register_resolvers
 from dlops.runs.summary import write_summary
@@ -187,11 +190,14 @@ def test_optuna_study_continues_in_the_same_sweep_dir(tmp_path):
     study = ["-m", "hparams_search=mnist_optuna", "hydra.sweep.dir=multirun/study", *FAST]
     train(tmp_path, *study, "hydra.sweeper.n_trials=4")
     first = OmegaConf.load(tmp_path / "multirun/study/best.json")
-    train(tmp_path, *study, "hydra.sweeper.n_trials=2")
+    train(tmp_path, *study, "hydra.sweeper.n_trials=2", "hydra.sweeper.pruner=null")
     sweep = tmp_path / "multirun/study"
     with sqlite3.connect(sweep / "optuna.db") as db:
         trials = db.execute("SELECT number, state FROM trials ORDER BY number").fetchall()
+        reported = db.execute("SELECT t.number FROM trials t JOIN trial_intermediate_values v "
+                              "USING (trial_id) ORDER BY t.number").fetchall()
     assert trials == [(n, "COMPLETE") for n in range(6)]
+    assert reported == [(n,) for n in range(4)]  # with pruner=null, trials report nothing
     jobs = run_dirs(tmp_path, "multirun")
     assert [d.name for d in jobs] == [str(n) for n in range(6)]  # trial N runs in <sweep>/N
     assert len({tuple(summary(d)["overrides"]) for d in jobs}) == 6
@@ -213,6 +219,60 @@ def test_failed_optuna_trial_fails_in_the_study(tmp_path):
     with sqlite3.connect(tmp_path / "study/optuna.db") as db:
         assert db.execute("SELECT state FROM trials").fetchall() == [("FAIL",)]
     assert summary(tmp_path / "study/0")["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_unpromising_trial_is_pruned_in_its_summary_the_sweep_summary_and_the_study(tmp_path):
+    # every searched key fixed, so the trials differ only in lr: trial 0 learns, trial 1 (lr 1e-7)
+    # still has its initial loss after epoch 1, worse than trial 0's at that epoch
+    study = ["-m", "hparams_search=mnist_optuna", "hydra.sweep.dir=study", "hydra.sweeper.n_trials=1",
+             "model.net.hidden_sizes=[64]", "datamodule.batch_size=128", *FAST, "trainer.max_epochs=3",
+             "trainer.limit_train_batches=5", "hydra.sweeper.pruner.n_startup_trials=1",
+             "hydra.sweeper.pruner.n_warmup_steps=0"]
+    train(tmp_path, *study, "model.optimizer.lr=0.01")
+    result = train(tmp_path, *study, "model.optimizer.lr=1e-7")  # exit 0: pruning is not failing
+    sweep = tmp_path / "study"
+    assert_complete(sweep / "0")
+    pruned = summary(sweep / "1")
+    assert pruned["status"] == "pruned" and pruned["epochs_completed"] == 1
+    assert pruned["error"]["message"].startswith("pruned by Optuna's MedianPruner after epoch 1")
+    assert [r["status"] for r in sweep_rows(sweep)] == ["completed", "pruned"]
+    assert float(sweep_rows(sweep)[1]["best"]) == pytest.approx(pruned["best_metric"])
+    with sqlite3.connect(sweep / "optuna.db") as db:
+        assert db.execute("SELECT number, state FROM trials ORDER BY number").fetchall() == [
+            (0, "COMPLETE"), (1, "PRUNED")]
+        reported = db.execute("SELECT t.number, v.step, v.intermediate_value FROM trials t JOIN "
+                              "trial_intermediate_values v USING (trial_id) ORDER BY t.number, v.step"
+                              ).fetchall()
+    assert [(n, s) for n, s, _ in reported] == [(0, 0), (0, 1), (0, 2), (1, 0)]  # each epoch's val_loss
+    assert reported[-1][2] == pytest.approx(pruned["last_metrics"]["val_loss"])
+    assert OmegaConf.load(sweep / "best.json").job == 0 and "trial 1: PRUNED" in result.stdout
+
+
+@pytest.mark.slow
+def test_parallel_optuna_trials_report_to_one_study(tmp_path):
+    train(tmp_path, "-m", "hparams_search=mnist_optuna", "hydra.sweep.dir=study", "hydra/launcher=joblib",
+          "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=4", *FAST,
+          "trainer.max_epochs=2", "hydra.sweeper.pruner.n_startup_trials=4")
+    jobs = run_dirs(tmp_path, "study")
+    assert [d.name for d in jobs] == ["0", "1", "2", "3"] and len({summary(d)["pid"] for d in jobs}) == 2
+    with sqlite3.connect(tmp_path / "study/optuna.db") as db:
+        assert db.execute("SELECT state FROM trials").fetchall() == [("COMPLETE",)] * 4
+        assert db.execute("SELECT COUNT(*) FROM trial_intermediate_values").fetchone() == (8,)
+
+
+@pytest.mark.slow
+def test_three_fold_sweep_reports_n_3_with_mean_and_std(tmp_path, capsys):
+    train(tmp_path, "-m", "hydra.sweep.dir=cv", "datamodule.folds=3", "datamodule.fold=0,1,2", *FAST)
+    best = [summary(tmp_path / f"cv/{n}")["best_metric"] for n in range(3)]
+    assert main(["report", str(tmp_path / "cv"), "--group-by", "datamodule.folds", "--format", "json"]) == 0
+    [group] = json.loads(capsys.readouterr().out)["groups"]
+    assert group["datamodule.folds"] == "3" and group["n"] == 3 and group["statuses"] == "3 completed"
+    assert group["best_val_loss_mean"] == pytest.approx(statistics.fmean(best))
+    assert group["best_val_loss_std"] == pytest.approx(statistics.stdev(best))
+    assert main(["report", str(tmp_path / "cv"), "--group-by", "datamodule.folds"]) == 0
+    [row] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("│")]
+    assert " 3 " in row and " ± " in row
 
 
 def assert_one_ddp_run(run_dir: Path, epochs: int) -> None:

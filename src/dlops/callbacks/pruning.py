@@ -42,6 +42,6 @@ class OptunaPruning(Checkpoint):
             prune = trainer.strategy.broadcast(prune, src=0)
         if prune:
             shown = "?" if value is None else f"{float(value):.4g}"
-            raise Pruned(f"pruned by Optuna after epoch {trainer.current_epoch + 1}: {self.monitor}="
-                         f"{shown} is unpromising next to the study's earlier trials at this epoch "
-                         f"({self.ref.pruner.get('_target_')})")
+            pruner = str(self.ref.pruner.get("_target_", "")).rsplit(".", 1)[-1]
+            raise Pruned(f"pruned by Optuna's {pruner} after epoch {trainer.current_epoch + 1} "
+                         f"({self.monitor}={shown})")
