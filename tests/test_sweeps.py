@@ -4,18 +4,23 @@ import csv
 import json
 import sqlite3
 import statistics
+from importlib.metadata import requires, version
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, run_dirs, summary, train
 from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from dlops.cli import main
+from dlops.optuna_trial import ENV, TrialRef, current_trial
 from dlops.runs.ddp import RANK_VARIABLES, _config_flags, is_rank_zero
 from dlops.runs.resolvers import register_resolvers
 from dlops.runs.summary import write_summary
 from dlops.runs.sweep import SweepSummary, write_sweep_summary
+from hydra_plugins.dlops_optuna_sweeper import search_space as space_parser
 
 # one batch per stage: the whole pipeline (fit, checkpoints, test, summary) in seconds
 FAST = ["debug=fast"]
@@ -126,6 +131,38 @@ def test_readme_slurm_command_composes():
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.nodes == 2
     assert (cfg.trainer.strategy, cfg.trainer.devices, cfg.trainer.num_nodes) == ("ddp", 4, 2)
     assert cfg.hydra.callbacks.sweep_summary._target_ == "dlops.runs.sweep.SweepSummary"
+
+
+def test_search_space_reads_hydra_sweep_syntax_and_a_plain_value_fixes_a_key():
+    space, fixed = space_parser.search_space([
+        "lr=tag(log, interval(0.0001, 0.03))", "sizes=choice([64], [128,64])", "batch=choice(32, 64)",
+        "n=int(interval(1, 8))", "k=range(1, 7, 2)", "drop=interval(0, 0.5)", "batch=64", "model=cnn"])
+    assert space == {"lr": FloatDistribution(0.0001, 0.03, log=True),
+                     "sizes": CategoricalDistribution(["[64]", "[128,64]"]),
+                     "n": IntDistribution(1, 8), "k": IntDistribution(1, 5, step=2),
+                     "drop": FloatDistribution(0.0, 0.5)}
+    assert fixed == ["batch=64", "model=cnn"]  # the later plain value wins over the choice
+    assert space_parser.trial_overrides({"sizes": "[128,64]", "flag": True, "x": None}, fixed) == [
+        "sizes=[128,64]", "flag=true", "x=null", "batch=64", "model=cnn"]
+    # looked up when raised: Hydra's plugin scan re-executes the module, making a new class
+    with pytest.raises(space_parser.SearchSpaceError, match=r"model=glob\(\*\) cannot be searched"):
+        space_parser.search_space(["model=glob(*)"])
+
+
+def test_trial_reaches_its_job_through_one_quoted_env_override(monkeypatch):
+    ref = TrialRef("sqlite:////tmp/it's here/optuna.db", "study", 3, {"_target_": "optuna.pruners.NopPruner"})
+    [override] = OverridesParser.create().parse_overrides([ref.env_override()])
+    assert override.key_or_group == f"hydra.job.env_set.{ENV}"
+    monkeypatch.setenv(ENV, override.value())
+    assert current_trial() == ref
+    monkeypatch.delenv(ENV)
+    assert current_trial() is None
+
+
+def test_installed_optuna_is_current_and_sqlalchemy_is_2_beside_mlflow():
+    major = {name: int(version(name).split(".")[0]) for name in ("optuna", "sqlalchemy", "mlflow")}
+    assert major["optuna"] >= 4 and major["sqlalchemy"] >= 2 and major["mlflow"] >= 2, major
+    assert not any(name.startswith("hydra-optuna-sweeper") for name in requires("dlops"))
 
 
 # --- slow: real sweeps through train.py

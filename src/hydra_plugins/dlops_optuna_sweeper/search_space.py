@@ -10,9 +10,15 @@
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override, Transformer
+from hydra.core.override_parser.types import Glob, Override, Transformer
+from hydra.errors import CompactHydraException
 
 PRIMITIVES = (str, int, float, bool, type(None))
+WRITE_IT_AS = "write the space as choice(a, b), interval(a, b), tag(log, interval(a, b)) or range(a, b)"
+
+
+class SearchSpaceError(CompactHydraException):
+    """A search space Optuna cannot use; Hydra prints the message alone, without a traceback."""
 
 
 def search_space(lines: list[str]) -> tuple[dict[str, Any], list[str]]:
@@ -32,11 +38,14 @@ def distribution(override: Override) -> Any:
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     key, sweep = override.key_or_group, override.value()
+    if isinstance(sweep, Glob):  # glob(...) picks config group options, none of them numbers
+        raise SearchSpaceError(f"hparams_search: {override.input_line} cannot be searched by Optuna; "
+                               + WRITE_IT_AS)
     if override.is_choice_sweep() or (override.is_range_sweep() and sweep.shuffle):
         choices = list(override.sweep_iterator(transformer=Transformer.encode))
         odd = [c for c in choices if not isinstance(c, PRIMITIVES)]
         if odd:
-            raise ValueError(f"hparams_search: {key} has a choice Optuna cannot store: {odd[0]!r}")
+            raise SearchSpaceError(f"hparams_search: {key} has a choice Optuna cannot store: {odd[0]!r}")
         return CategoricalDistribution(choices)
     if override.is_interval_sweep():
         log = "log" in sweep.tags
@@ -48,8 +57,8 @@ def distribution(override: Override) -> Any:
         if values and all(isinstance(v, int) for v in values):
             return IntDistribution(min(values), max(values), step=abs(sweep.step))
         return CategoricalDistribution(values)
-    raise ValueError(f"hparams_search: {override.input_line} cannot be searched by Optuna; write the "
-                     "space as choice(a, b), interval(a, b), tag(log, interval(a, b)) or range(a, b)")
+    raise SearchSpaceError(f"hparams_search: {override.input_line} cannot be searched by Optuna; "
+                           + WRITE_IT_AS)
 
 
 def trial_overrides(params: dict[str, Any], fixed: list[str]) -> list[str]:
