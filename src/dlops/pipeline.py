@@ -162,7 +162,10 @@ def fit_then_test(cfg: DictConfig, trainer: Any, model: Any, datamodule: Any, ru
     )
     if signals.requested():  # asked to stop during the last validation: last.ckpt is saved
         raise Interrupted(signals.requested())
-    if cfg.test:
+    if cfg.test and not _can_test(model, datamodule):
+        log.info("test=true, but %s has no test_step or %s no test_dataloader: not tested",
+                 type(model).__name__, type(datamodule).__name__)
+    elif cfg.test:
         results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None,
                                weights_only=True, verbose=False)
         summary["test_metrics"] = scalar_metrics(results[0]) if results else {}
@@ -170,6 +173,12 @@ def fit_then_test(cfg: DictConfig, trainer: Any, model: Any, datamodule: Any, ru
         return best_score
     last = summary["last_metrics"].get(cfg.monitor)
     return None if last is None else float(last)
+
+
+def _can_test(model: Any, datamodule: Any) -> bool:
+    from pytorch_lightning.utilities.model_helpers import is_overridden
+
+    return is_overridden("test_step", model) and is_overridden("test_dataloader", datamodule)
 
 
 def record_trackers(loggers: list, summary: dict[str, Any]) -> None:

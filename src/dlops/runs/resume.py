@@ -150,7 +150,11 @@ def _sweep_overrides(sweep_dir: Path, args: list[str]) -> list[str]:
     if not (sweep_dir / "multirun.original.yaml").exists():  # Hydra rewrites multirun.yaml
         shutil.copy2(sweep_dir / "multirun.yaml", sweep_dir / "multirun.original.yaml")
     _enter_start_dir(sweep_dir / "multirun.yaml")
-    return [*task, *hydra, *args, f"hydra.sweep.dir={sweep_dir}"]
+    # the config dirs the sweep was composed with (`--config-dir` of a user's own configs)
+    sources = OmegaConf.select(saved, "hydra.runtime.config_sources") or []
+    config_dirs = [f"--config-dir={s.path}" for s in sources
+                   if s.provider == "command-line" and s.schema == "file" and s.path not in " ".join(args)]
+    return [*config_dirs, *task, *hydra, *args, f"hydra.sweep.dir={sweep_dir}"]
 
 
 @dataclass
