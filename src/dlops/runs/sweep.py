@@ -12,12 +12,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from dlops.rundir import refused
 from dlops.runs.summary import read_summary, write_json_atomic
 
 COLUMNS = ("job", "status", "overrides", "monitor", "best", "duration_s", "run_dir", "error")
-# why this process refused to run a job of the current multirun, by resolved run dir: a refused
-# resume writes nothing into the run, so its summary cannot say that it was tried again
-REFUSED: dict[str, str] = {}
 
 
 def job_dirs(sweep_dir: str | Path) -> list[Path]:
@@ -57,9 +55,16 @@ def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def write_sweep_summary(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """Write `summary.csv`, `summary.md` and (if a job completed) `best.json` at the sweep root."""
+    """Write `summary.csv`, `summary.md` and (if a job completed) `best.json` at the sweep root.
+
+    A job whose resume this multirun refused (`refused.json`) is listed as `refused`, with why.
+    """
     sweep_dir = Path(sweep_dir)
     rows = [job_row(d) for d in job_dirs(sweep_dir)]
+    reasons = refused.read(sweep_dir)
+    for r in rows:
+        if r["run_dir"] in reasons:
+            r.update(status="refused", error=reasons[r["run_dir"]])
     with open(sweep_dir / "summary.csv", "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
@@ -122,14 +127,11 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.earlier = {d.name: _summary_text(d) for d in job_dirs(config.hydra.sweep.dir)}
-        REFUSED.clear()
+        refused.clear(config.hydra.sweep.dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         rows = write_sweep_summary(sweep_dir)
-        for r in rows:
-            if r["run_dir"] in REFUSED:
-                r.update(status="refused", error=REFUSED[r["run_dir"]])
         print_sweep_summary(rows, sweep_dir)
         launched = [r for r in rows if (name := Path(r["run_dir"]).name) not in self.earlier
                     or _summary_text(Path(r["run_dir"])) != self.earlier[name]
