@@ -31,9 +31,9 @@ from pytorch_lightning.callbacks import TQDMProgressBar
 from dlops.callbacks.resumable import Resumable
 from dlops.callbacks.run_status import RunStatus
 from dlops.data.base import InMemoryDataModule, Split
+from dlops.lifecycle.resolvers import register_resolvers
 from dlops.models.classifier import Classifier
 from dlops.overhead import NoProfiler, skip_gpu_probes
-from dlops.runs.resolvers import register_resolvers
 
 STEPS = 1000
 NET = {"_target_": "dlops.models.nets.MLP", "hidden_sizes": []}

@@ -9,7 +9,7 @@ from helpers import ROOT, TRAIN, clean_env
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from dlops.runs.resolvers import register_resolvers, unique_dir
+from dlops.lifecycle.resolvers import register_resolvers, unique_dir
 from dlops.validate import config_problems
 
 CONF = ROOT / "conf"

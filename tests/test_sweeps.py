@@ -9,10 +9,10 @@ from helpers import ROOT, run_dirs, summary, train
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from dlops.runs.ddp import RANK_VARIABLES, _config_flags, is_rank_zero
-from dlops.runs.resolvers import register_resolvers
-from dlops.runs.summary import write_summary
-from dlops.runs.sweep import SweepSummary, write_sweep_summary
+from dlops.lifecycle.ddp import RANK_VARIABLES, _config_flags, is_rank_zero
+from dlops.lifecycle.resolvers import register_resolvers
+from dlops.lifecycle.sweep import SweepSummary, write_sweep_summary
+from dlops.rundir.summary import write as write_summary
 
 # one batch per stage: the whole pipeline (fit, checkpoints, test, summary) in seconds
 FAST = ["debug=fast"]
@@ -122,7 +122,7 @@ def test_readme_slurm_command_composes():
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.nodes == 2
     assert (cfg.trainer.strategy, cfg.trainer.devices, cfg.trainer.num_nodes) == ("ddp", 4, 2)
-    assert cfg.hydra.callbacks.sweep_summary._target_ == "dlops.runs.sweep.SweepSummary"
+    assert cfg.hydra.callbacks.sweep_summary._target_ == "dlops.lifecycle.sweep.SweepSummary"
 
 
 # --- slow: real sweeps through train.py

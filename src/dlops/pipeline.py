@@ -9,11 +9,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from dlops.errors import ConfigError, Interrupted
+from dlops.lifecycle import signals
+from dlops.lifecycle.ddp import clean_process_state, is_rank_zero, prepare_relaunch
 from dlops.lifecycle.failures import record_failure, refuse, user_message
 from dlops.rundir import layout
 from dlops.rundir import summary as run_summary
-from dlops.runs import signals
-from dlops.runs.ddp import clean_process_state, is_rank_zero, prepare_relaunch
 from dlops.validate import validate
 
 log = logging.getLogger(__name__)
@@ -26,14 +26,14 @@ def train(cfg: DictConfig) -> float | None:
     readable message and exit code 1 (set HYDRA_FULL_ERROR=1 for the traceback); inside a
     sweep the failure is recorded and the sweep goes on with the next job. SIGINT/SIGTERM stop
     the run after the current batch with `last.ckpt` saved (exit code 130/143). With `resume=`,
-    the run continues in its own directory (see dlops.runs.resume).
+    the run continues in its own directory (see dlops.lifecycle.resume).
     """
     run_dir = Path(cfg.paths.output_dir)
     if not is_rank_zero():  # a DDP rank > 0, started by Lightning or SLURM: rank 0 records the run
         return train_other_rank(cfg, run_dir)
     checkpoint, summary = None, None
     if cfg.get("resume"):
-        from dlops.runs.resume import plan
+        from dlops.lifecycle.resume import plan
 
         try:
             resumed = plan(cfg, run_dir)
@@ -74,7 +74,7 @@ def train_other_rank(cfg: DictConfig, run_dir: Path) -> None:
     """A DDP rank > 0: fit beside rank 0, from the same checkpoint when resuming; rank 0 records."""
     checkpoint = None
     if cfg.get("resume"):
-        from dlops.runs.resume import resumed_config
+        from dlops.lifecycle.resume import resumed_config
 
         cfg, checkpoint = resumed_config(cfg, run_dir)
     try:
@@ -98,9 +98,9 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
     from dlops.build import build_datamodule, build_model
     from dlops.callbacks.resumable import Resumable
     from dlops.callbacks.run_status import MonitorCheck, RunStatus
+    from dlops.lifecycle.checkpoints import AtomicCheckpointIO
     from dlops.overhead import skip_gpu_probes, trainer_speedups
-    from dlops.runs.checkpoints import AtomicCheckpointIO
-    from dlops.runs.curves import METRICS_CSV, plot_learning_curves
+    from dlops.readers.curves import METRICS_CSV, plot_learning_curves
     from dlops.tracking.loggers import finish, log_config
 
     skip_gpu_probes()

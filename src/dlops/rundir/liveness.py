@@ -37,8 +37,6 @@ def writer_state(summary: dict[str, Any]) -> str:
         else summary  # a resumed run: its latest start
     started = attempt.get("started_at_unix")
     started = float(started) if isinstance(started, int | float) and not isinstance(started, bool) else None
-    if pid == os.getpid():
-        return "alive"
     return "alive" if process_alive(pid, started) else "dead"
 
 

@@ -12,8 +12,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from dlops.rundir import refused
-from dlops.runs.summary import read_summary, write_json_atomic
+from dlops.rundir import atomic, layout, refused
+from dlops.rundir import summary as run_summary
 
 COLUMNS = ("job", "status", "overrides", "monitor", "best", "duration_s", "run_dir", "error")
 
@@ -26,7 +26,7 @@ def job_dirs(sweep_dir: str | Path) -> list[Path]:
 
 def job_row(run_dir: Path) -> dict[str, Any]:
     """One job as a row of the sweep summary; a job that never wrote `summary.json` is `missing`."""
-    summary = read_summary(run_dir) or {}
+    summary = run_summary.read(run_dir) or {}
     monitor = summary.get("monitor")
     best = summary.get("best_metric")
     if best is None and summary.get("status") == "completed":  # no checkpoint callback
@@ -65,18 +65,18 @@ def write_sweep_summary(sweep_dir: str | Path) -> list[dict[str, Any]]:
     for r in rows:
         if r["run_dir"] in reasons:
             r.update(status="refused", error=reasons[r["run_dir"]])
-    with open(sweep_dir / "summary.csv", "w", newline="") as file:
+    with open(sweep_dir / layout.SWEEP_CSV, "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows({**r, "overrides": " ".join(r["overrides"])} for r in rows)
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_cell(r, c).replace("|", "\\|") for c in COLUMNS) + " |"
               for r in rows]
-    (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    (sweep_dir / layout.SWEEP_MD).write_text("\n".join(lines) + "\n")
     best = best_row(rows)
     if best:
-        summary = read_summary(best["run_dir"]) or {}
-        write_json_atomic(sweep_dir / "best.json", {
+        summary = run_summary.read(best["run_dir"]) or {}
+        atomic.write_json(sweep_dir / layout.BEST, {
             "job": best["job"], "run_dir": best["run_dir"], "monitor": best["monitor"],
             "mode": best["mode"], "best": best["best"], "overrides": best["overrides"],
             "best_checkpoint": summary.get("best_checkpoint"),
@@ -106,12 +106,12 @@ def print_sweep_summary(rows: list[dict[str, Any]], sweep_dir: Path) -> None:
     if best:
         console.print(f"best: job {best['job']} {best['monitor']}={best['best']:.4f} "
                       f"({_cell(best, 'overrides')}) in {best['run_dir']}")
-    console.print(f"sweep summary: {sweep_dir / 'summary.csv'}, {sweep_dir / 'summary.md'}")
+    console.print(f"sweep summary: {sweep_dir / layout.SWEEP_CSV}, {sweep_dir / layout.SWEEP_MD}")
 
 
 def _summary_text(run_dir: Path) -> str | None:
     try:
-        return (run_dir / "summary.json").read_text()
+        return (run_dir / layout.SUMMARY).read_text()
     except OSError:
         return None
 

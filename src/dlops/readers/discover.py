@@ -5,7 +5,6 @@ PyYAML for runs without a summary) is imported here, so reading hundreds of runs
 """
 
 import csv
-import math
 import os
 import re
 from collections.abc import Iterable
@@ -16,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from dlops.errors import ConfigError
-from dlops.runs.summary import SUMMARY_FILE, read_summary
+from dlops.rundir import layout, liveness
+from dlops.rundir import summary as run_summary
 
-METRICS_CSV = Path("csv") / "metrics.csv"
+METRICS_CSV = layout.METRICS_CSV
 
 
 @dataclass
@@ -45,7 +45,7 @@ class Run:
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / SUMMARY_FILE).is_file() or (path / ".hydra").is_dir()
+    return (path / layout.SUMMARY).is_file() or (path / layout.HYDRA_DIR).is_dir()
 
 
 def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
@@ -90,11 +90,11 @@ def load_runs(paths: Iterable[str | Path]) -> list[Run]:
 
 def load_run(run_dir: Path) -> Run:
     """The run in `run_dir`, from its summary.json, or from .hydra/ and its CSV for older runs."""
-    summary = read_summary(run_dir)
+    summary = run_summary.read(run_dir)
     if summary is None:
         return _load_without_summary(run_dir)
     status = summary.get("status") or "unknown"
-    if status == "running" and not _still_running(summary):
+    if status == "running" and liveness.writer_state(summary) == "dead":
         status = "killed"
     return Run(
         path=run_dir,
@@ -200,38 +200,3 @@ def _duration(summary: dict[str, Any]) -> float | None:
         return (datetime.fromisoformat(summary["updated_at"]) - start).total_seconds()
     except (KeyError, TypeError, ValueError):
         return None
-
-
-def _still_running(summary: dict[str, Any]) -> bool:
-    """False when the run's process is gone from this host; True when alive or not ours to judge."""
-    pid, host = summary.get("pid"), summary.get("host")
-    if not isinstance(pid, int) or host != os.uname().nodename:
-        return True
-    attempt = (summary.get("attempts") or [summary])[-1]  # a resumed run: its latest start
-    return process_alive(pid, _number(attempt.get("started_at_unix")))
-
-
-def process_alive(pid: int, started_at: float | None = None) -> bool:
-    """Whether `pid` runs and (on Linux) is the same process that started at `started_at`."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. another user's process: it exists
-        pass
-    try:  # a zombie is dead; a process younger than the run is another one with a reused pid
-        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        if stat[0] == "Z":
-            return False
-        ticks = os.sysconf("SC_CLK_TCK")
-        started = _boot_time() + int(stat[19]) / ticks
-        return started_at is None or math.isnan(started_at) or started <= started_at + 2
-    except (OSError, IndexError, ValueError):
-        return True
-
-
-def _boot_time() -> float:
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("btime"):
-            return float(line.split()[1])
-    raise ValueError("no btime in /proc/stat")
