@@ -21,10 +21,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from dlops.errors import ConfigError
+from dlops.lifecycle.argv import is_multirun, make_run_dirs, swept_keys
 from dlops.lifecycle.ddp import is_rank_zero
-from dlops.lifecycle.resolvers import make_run_dirs
 from dlops.rundir import layout, liveness
 from dlops.rundir import summary as run_summary
+from dlops.rundir.overrides import is_override
+from dlops.rundir.overrides import key as override_key
 
 log = logging.getLogger(__name__)
 # the only overrides that resume accepts: they extend a run or change how it reports, not what it is
@@ -32,15 +34,6 @@ RESUMABLE_KEYS = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time",
                   "checkpoint_every_n_steps")
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 LAST_CHECKPOINT = layout.LAST_CHECKPOINT
-
-
-def override_key(override: str) -> str:
-    """The key of a Hydra override: `+a.b=1` -> `a.b`, `model=cnn` -> `model`."""
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def _is_override(arg: str) -> bool:
-    return "=" in arg and not arg.startswith("-")
 
 
 def _changes_the_run(key: str) -> bool:
@@ -67,25 +60,25 @@ def hydra_argv(argv: list[str]) -> list[str]:
 
 
 def _resume_argv(argv: list[str]) -> list[str]:
-    values = [a.split("=", 1)[1] for a in argv[1:] if _is_override(a) and override_key(a) == "resume"]
+    values = [a.split("=", 1)[1] for a in argv[1:] if is_override(a) and override_key(a) == "resume"]
     if not values or values[-1] in ("", "null"):
         return argv
-    rest = [a for a in argv[1:] if not (_is_override(a) and override_key(a) == "resume")]
-    multirun = any(a in ("-m", "--multirun") for a in rest)
+    rest = [a for a in argv[1:] if not (is_override(a) and override_key(a) == "resume")]
+    multirun = is_multirun(rest)
     target = Path(values[-1]).expanduser()
     if values[-1] == "latest":
         target = latest(Path("multirun" if multirun else "outputs"))
     target = target.resolve()
     if not target.is_dir():
         raise ConfigError(f"resume={values[-1]}: {target} is not a directory.")
-    refused = [a for a in rest if _is_override(a) and _changes_the_run(override_key(a))]
+    refused = [a for a in rest if is_override(a) and _changes_the_run(override_key(a))]
     if refused:
         raise ConfigError(
             f"resume continues a run with the config it was started with, so {' '.join(refused)} "
             f"cannot be given with it. Allowed with resume=: {', '.join(RESUMABLE_KEYS)}. "
             "Start a new run to change anything else.")
     if (target / layout.MULTIRUN).is_file():
-        flags = [a for a in rest if a not in ("-m", "--multirun")]
+        flags = [a for a in rest if not is_multirun([a])]
         return [argv[0], "-m", *_sweep_overrides(target, flags), f"resume={target}"]
     if multirun:
         raise ConfigError(f"{target} is not a sweep directory (no multirun.yaml); "
@@ -135,9 +128,9 @@ def _sweep_overrides(sweep_dir: Path, args: list[str]) -> list[str]:
         raise ConfigError(f"{sweep_dir} was made by {sweeper}; resume= continues grid sweeps (Hydra's "
                           "basic sweeper), which make the same jobs again. An Optuna search continues "
                           "with more trials when started again with the same hydra.sweep.dir.")
-    given = [a for a in args if _is_override(a)]
+    given = [a for a in args if is_override(a)]
     task = [o for o in saved.hydra.overrides.task if override_key(o) != "resume"]
-    swept = {override_key(o) for o in task if "," in o.split("=", 1)[1] or "(" in o.split("=", 1)[1]}
+    swept = swept_keys(task)
     clash = [a for a in given if override_key(a) in swept]
     if clash:
         raise ConfigError(f"{' '.join(clash)} would change the jobs of the sweep in {sweep_dir}, "

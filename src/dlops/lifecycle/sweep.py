@@ -12,6 +12,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from dlops.readers.discover import load_run
+from dlops.readers.report import best_value
 from dlops.rundir import atomic, layout, refused
 from dlops.rundir import summary as run_summary
 
@@ -25,23 +27,20 @@ def job_dirs(sweep_dir: str | Path) -> list[Path]:
 
 
 def job_row(run_dir: Path) -> dict[str, Any]:
-    """One job as a row of the sweep summary; a job that never wrote `summary.json` is `missing`."""
-    summary = run_summary.read(run_dir) or {}
-    monitor = summary.get("monitor")
-    best = summary.get("best_metric")
-    if best is None and summary.get("status") == "completed":  # no checkpoint callback
-        best = (summary.get("last_metrics") or {}).get(monitor)
-    error = summary.get("error") or {}
+    """One job as a row of the sweep summary, read as `dlops report` reads it (one rule for
+    "best": see `dlops.readers.report.best_value`); a job that never wrote summary.json is
+    `missing`, one that says running but whose process is gone is `killed`."""
+    run = load_run(run_dir)
     return {
         "job": int(run_dir.name) if run_dir.name.isdigit() else run_dir.name,
-        "status": summary.get("status", "missing"),
-        "overrides": list(summary.get("overrides") or []),
-        "monitor": monitor,
-        "best": best,
-        "duration_s": summary.get("duration_s"),
+        "status": run.status if (run_dir / layout.SUMMARY).is_file() else "missing",
+        "overrides": [f"~{k}" if v == "~" else f"{k}={v}" for k, v in run.overrides.items()],
+        "monitor": run.monitor,
+        "best": best_value(run, run.monitor, run.mode),
+        "duration_s": run.duration_s,
         "run_dir": str(run_dir.resolve()),
-        "error": " ".join((error.get("message") or "").split())[:300],
-        "mode": summary.get("mode"),
+        "error": " ".join((run.error or "").split())[:300],
+        "mode": run.mode,
     }
 
 

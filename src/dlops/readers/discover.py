@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dlops.errors import ConfigError
-from dlops.rundir import layout, liveness
+from dlops.rundir import layout, liveness, overrides
 from dlops.rundir import summary as run_summary
 
 METRICS_CSV = layout.METRICS_CSV
@@ -99,7 +99,7 @@ def load_run(run_dir: Path) -> Run:
     return Run(
         path=run_dir,
         status=status,
-        overrides=parse_overrides(summary.get("overrides") or _hydra_overrides(run_dir)),
+        overrides=overrides.as_dict(summary.get("overrides") or _hydra_overrides(run_dir)),
         monitor=summary.get("monitor") or "val_loss",
         mode=summary.get("mode") or "min",
         epochs=summary.get("epochs_completed"),
@@ -116,7 +116,7 @@ def _load_without_summary(run_dir: Path) -> Run:
     """A run from before summary.json (or killed before writing it): facts from .hydra/ and CSV."""
     config = _read_yaml(run_dir / ".hydra" / "config.yaml") or {}
     trainer = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}
-    run = Run(path=run_dir, status="unknown", overrides=parse_overrides(_hydra_overrides(run_dir)),
+    run = Run(path=run_dir, status="unknown", overrides=overrides.as_dict(_hydra_overrides(run_dir)),
               monitor=str(config.get("monitor") or "val_loss"),
               mode=str(config.get("mode") or "min"), max_epochs=trainer.get("max_epochs"))
     for metric, points in run.curves.items():
@@ -125,20 +125,6 @@ def _load_without_summary(run_dir: Path) -> Run:
     epochs = {epoch for epoch, _ in run.curves.get(run.monitor, [])}
     run.epochs = len(epochs) if epochs else None
     return run
-
-
-def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
-    """`["seed=1", "+trainer.x=2", "~logger"]` -> `{"seed": "1", "trainer.x": "2", "logger": "~"}`.
-    """
-    parsed = {}
-    for item in overrides:
-        item = str(item)
-        if item.startswith("~"):
-            key, value = item[1:].split("=", 1)[0], "~"
-        else:
-            key, _, value = item.partition("=")
-        parsed[key.lstrip("+")] = value
-    return parsed
 
 
 def _hydra_overrides(run_dir: Path) -> list[str]:
