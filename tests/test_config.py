@@ -1,4 +1,4 @@
-"""The config tree composes: every option of every group, the seed experiments, light start-up."""
+"""The config tree composes: every option of every group, the reference experiments, light start-up."""
 
 import subprocess
 import sys

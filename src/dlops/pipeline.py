@@ -96,8 +96,8 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
     from hydra.utils import instantiate
 
     from dlops.build import build_datamodule, build_model
+    from dlops.callbacks.progress import MonitorCheck, SummaryProgress
     from dlops.callbacks.resumable import Resumable
-    from dlops.callbacks.run_status import MonitorCheck, RunStatus
     from dlops.lifecycle.checkpoints import AtomicCheckpointIO
     from dlops.overhead import skip_gpu_probes, trainer_speedups
     from dlops.readers.curves import METRICS_CSV, plot_learning_curves
@@ -118,7 +118,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
     callbacks.insert(0, MonitorCheck(cfg.monitor))
     # last.ckpt first, then summary.json: the summary's progress never runs ahead of the checkpoint
     callbacks.append(Resumable(run_dir / "checkpoints", cfg.get("checkpoint_every_n_steps")))
-    callbacks.append(RunStatus(str(run_dir), summary))
+    callbacks.append(SummaryProgress(str(run_dir), summary))
     callbacks, speedups = trainer_speedups(cfg.trainer, callbacks)
     status, objective = "failed", None
     try:
@@ -152,7 +152,7 @@ def quiet_lightning() -> None:
 def fit_then_test(cfg: DictConfig, trainer: Any, model: Any, datamodule: Any, run_dir: Path,
                   summary: dict[str, Any], checkpoint: str | None = None) -> float | None:
     """Fit (continuing from `checkpoint` if given), test the best checkpoint, fill `summary`."""
-    from dlops.callbacks.run_status import best_checkpoint, scalar_metrics
+    from dlops.callbacks.progress import best_checkpoint, scalar_metrics
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     best_path, best_score = best_checkpoint(trainer)

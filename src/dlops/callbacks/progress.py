@@ -28,7 +28,7 @@ def best_checkpoint(trainer: pl.Trainer) -> tuple[str | None, float | None]:
     return callback.best_model_path, None if score is None else float(score)
 
 
-class RunStatus(Checkpoint):
+class SummaryProgress(Checkpoint):
     """Rewrites the run's summary at the end of every epoch with the latest metrics.
 
     A `Checkpoint` subclass so that Lightning calls it after the module's own
