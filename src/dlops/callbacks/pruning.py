@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Checkpoint
 
 from dlops.errors import Pruned
-from dlops.optuna_trial import TrialRef, current_trial, load_trial
+from dlops.lifecycle.optuna_trial import TrialRef, current_trial, load_trial
 
 
 def pruning_callbacks(cfg: DictConfig) -> list[pl.Callback]:

@@ -5,7 +5,7 @@
 - How a trial ended comes from its run's `summary.json`: `completed` with a finite value is
   COMPLETE, `pruned` is PRUNED (its last reported value stands), anything else (failed,
   diverged: `pipeline.train` returns NaN) is FAIL, and the search goes on.
-- Each job learns its trial from `dlops.optuna_trial` (an environment variable set through
+- Each job learns its trial from `dlops.lifecycle.optuna_trial` (an environment variable set through
   `hydra.job.env_set`) and reports to the study through its database storage.
 """
 
@@ -20,8 +20,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from dlops.optuna_trial import TrialRef, open_storage
-from dlops.runs.summary import read_summary
+from dlops.lifecycle.optuna_trial import TrialRef, open_storage
+from dlops.rundir import summary as run_summary
 from hydra_plugins.dlops_optuna_sweeper.search_space import search_space, trial_overrides
 
 log = logging.getLogger(__name__)
@@ -86,12 +86,12 @@ class DlopsOptunaSweeper(Sweeper):
 
 def outcome(ret: JobReturn) -> tuple[str, float | None]:
     """How a job ended, as an Optuna trial state name and the value to tell."""
+    run_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir") if ret.hydra_cfg else None
+    status = (run_summary.read(run_dir) or {}).get("status") if run_dir else None
+    if status == "pruned":  # also when HYDRA_FULL_ERROR=1 let the Pruned exception through
+        return "PRUNED", None
     if ret.status != JobStatus.COMPLETED:  # the task raised (e.g. HYDRA_FULL_ERROR=1)
         return "FAIL", None
-    run_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir") if ret.hydra_cfg else None
-    status = (read_summary(run_dir) or {}).get("status") if run_dir else None
-    if status == "pruned":
-        return "PRUNED", None
     value = ret.return_value
     if status in (None, "completed") and isinstance(value, int | float) and math.isfinite(value):
         return "COMPLETE", float(value)
