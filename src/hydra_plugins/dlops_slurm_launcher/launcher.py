@@ -19,6 +19,8 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from omegaconf import OmegaConf, open_dict
 
+from dlops.runs.sweep import REFUSED
+
 log = logging.getLogger(__name__)
 RESULT_WAIT_S = 5  # after SLURM says a job ended, how long its result file may take to appear
 POLL_S = 2.0
@@ -45,8 +47,12 @@ class DlopsSlurmLauncher(SlurmLauncher):
             config.hydra.job.num = job_num
         run_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
         try:
-            return run_job(hydra_context=self.hydra_context, task_function=self.task_function,
-                           config=config, job_dir_key=job_dir_key, job_subdir_key="hydra.sweep.subdir")
+            result = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
+                             config=config, job_dir_key=job_dir_key, job_subdir_key="hydra.sweep.subdir")
+            # a refused resume writes nothing into the run: the sweep learns it from the job's result
+            result.dlops_run_dir = str(run_dir.resolve())
+            result.dlops_refused = REFUSED.get(result.dlops_run_dir)
+            return result
         finally:
             if slurm.requeue_if_signalled(run_dir, int(self.params.get("max_num_timeout") or 0)):
                 raise SystemExit(0)  # no result: the sweep waits for the requeued job
@@ -73,7 +79,11 @@ class DlopsSlurmLauncher(SlurmLauncher):
                  ", ".join(j.job_id for j in jobs), jobs[0].job_id.split("_")[0])
         while not all(j.done() for j in jobs):
             time.sleep(POLL_S)
-        return [self._outcome(job, args) for job, args in zip(jobs, jobs_args, strict=True)]
+        results = [self._outcome(job, args) for job, args in zip(jobs, jobs_args, strict=True)]
+        for result in results:
+            if getattr(result, "dlops_refused", None):
+                REFUSED[result.dlops_run_dir] = result.dlops_refused
+        return results
 
     def _outcome(self, job: Any, args: tuple) -> JobReturn:
         """The job's own result, or, for a job that ended without one, its end recorded in its run dir."""
