@@ -24,6 +24,7 @@ from dlops.runs.sweep import REFUSED
 log = logging.getLogger(__name__)
 RESULT_WAIT_S = 5  # after SLURM says a job ended, how long its result file may take to appear
 POLL_S = 2.0
+RELEASE_S = 10.0
 
 
 class DlopsSlurmLauncher(SlurmLauncher):
@@ -61,6 +62,8 @@ class DlopsSlurmLauncher(SlurmLauncher):
         """Submit the sweep as one job array and wait for every job, whatever becomes of it."""
         import submitit
 
+        from dlops.runs.slurm import release_requeued
+
         params = dict(self.params)
         executor = submitit.AutoExecutor(cluster="slurm", folder=params.pop("submitit_folder"),
                                          slurm_max_num_timeout=params.pop("max_num_timeout"))
@@ -77,7 +80,13 @@ class DlopsSlurmLauncher(SlurmLauncher):
         jobs = executor.map_array(self, *zip(*jobs_args, strict=True))
         log.info("SLURM jobs %s submitted; waiting for them (squeue -j %s)",
                  ", ".join(j.job_id for j in jobs), jobs[0].job_id.split("_")[0])
+        begin_set, released = "begin" in (params.get("additional_parameters") or {}), 0.0
         while not all(j.done() for j in jobs):
+            # a job that requeued itself (time limit) or was requeued (preemption); at most every
+            # RELEASE_S, to spare slurmctld
+            if not begin_set and time.time() - released > RELEASE_S:
+                release_requeued(jobs[0].job_id.split("_")[0])
+                released = time.time()
             time.sleep(POLL_S)
         results = [self._outcome(job, args) for job, args in zip(jobs, jobs_args, strict=True)]
         for result in results:
