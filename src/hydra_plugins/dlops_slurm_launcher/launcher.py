@@ -96,7 +96,7 @@ class DlopsSlurmLauncher(SlurmLauncher):
 
     def _outcome(self, job: Any, args: tuple) -> JobReturn:
         """The job's own result, or, for a job that ended without one, its end recorded in its run dir."""
-        from submitit.core.utils import UncompletedJobError
+        from submitit.core.utils import FailedJobError, UncompletedJobError
 
         from dlops.runs.slurm import record_lost_job
 
@@ -104,13 +104,19 @@ class DlopsSlurmLauncher(SlurmLauncher):
         try:
             return job.results()[0]
         except UncompletedJobError:
-            pass
+            state = job.state
+        except FailedJobError as exc:  # raised in the job outside the run (e.g. composing its config)
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            state = f"{job.state}: {lines[-1] if lines else 'an error'}"
         overrides, _, idx = args[:3]
-        config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
-        with open_dict(config.hydra.job):
-            config.hydra.job.num = idx
-        run_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
-        state = job.state
+        config, run_dir = self.config, Path(str(self.config.hydra.sweep.dir)) / str(idx)
+        try:  # where the job's config puts it (hydra.sweep.subdir may be set)
+            config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+            with open_dict(config.hydra.job):
+                config.hydra.job.num = idx
+            run_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
+        except Exception as exc:  # noqa: BLE001 - the job's own error says more; keep the default dir
+            log.debug("cannot compose job #%d's config here: %s", idx, exc)
         summary = record_lost_job(run_dir, list(overrides), job.job_id, state)
         log.error("job #%d (SLURM %s) ended %s without a result: %s in %s", idx, job.job_id, state,
                   summary.get("status"), run_dir)
