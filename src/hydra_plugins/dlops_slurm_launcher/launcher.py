@@ -9,6 +9,7 @@
 
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,11 @@ class DlopsSlurmLauncher(SlurmLauncher):
         import submitit
 
         from dlops.runs.slurm import release_requeued
+
+        if shutil.which("sbatch") is None:
+            raise SystemExit("error: hydra/launcher=submitit_slurm submits the jobs with SLURM's sbatch, "
+                             "which is not on PATH here. Start the sweep on the cluster's login node, "
+                             "or try it on this machine with hydra/launcher=submitit_local.")
 
         params = dict(self.params)
         executor = submitit.AutoExecutor(cluster="slurm", folder=params.pop("submitit_folder"),
