@@ -155,6 +155,7 @@ def test_time_limit_and_preemption_requeue_and_resume_to_an_uninterrupted_runs_w
 
     code, output = finish(sweep, timeout=500)
     assert code == 0, output[-3000:]
+    assert [r["status"] for r in sweep_rows(sweep_dir(tmp_path)).values()] == ["completed", "completed"]
     expected = weights(reference)
     for name in ("0", "1"):
         run_dir = sweep_dir(tmp_path) / name

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -91,6 +92,21 @@ def resume_override(overrides: list[str], sweep_dir: str) -> list[str]:
     if restarts() == 0 or any(o.split("=", 1)[0].lstrip("+") == "resume" for o in overrides):
         return overrides
     return [*overrides, f"resume={sweep_dir}"]
+
+
+def wait_until_gone(job: str, timeout: float = 45) -> None:
+    """Wait while SLURM still lists `job` (a cancelled job's processes get KillWait, 30 s, to end),
+    so that a run that records its own end does so before the sweep looks."""
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            listed = subprocess.run(["squeue", "-h", "-j", job, "-o", "%i"], capture_output=True,
+                                    text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return
+        if not listed:
+            return
+        time.sleep(1)
 
 
 def record_lost_job(run_dir: Path, overrides: list[str], job: str, state: str) -> dict[str, Any]:

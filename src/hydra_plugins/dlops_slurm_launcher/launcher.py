@@ -104,7 +104,7 @@ class DlopsSlurmLauncher(SlurmLauncher):
         """The job's own result, or, for a job that ended without one, its end recorded in its run dir."""
         from submitit.core.utils import FailedJobError, UncompletedJobError
 
-        from dlops.runs.slurm import record_lost_job
+        from dlops.runs.slurm import record_lost_job, wait_until_gone
 
         job._results_timeout_s = RESULT_WAIT_S  # submitit waits 15 s per job for a result file
         try:
@@ -123,6 +123,7 @@ class DlopsSlurmLauncher(SlurmLauncher):
             run_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
         except Exception as exc:  # noqa: BLE001 - the job's own error says more; keep the default dir
             log.debug("cannot compose job #%d's config here: %s", idx, exc)
+        wait_until_gone(job.job_id)
         summary = record_lost_job(run_dir, list(overrides), job.job_id, state)
         log.error("job #%d (SLURM %s) ended %s without a result: %s in %s", idx, job.job_id, state,
                   summary.get("status"), run_dir)
