@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import QUICK, ROOT, TRAIN, clean_env, summary, train
+from helpers import QUICK, ROOT, TRAIN, clean_env, summary, train
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 SLURM = ["hydra/launcher=submitit_slurm"]

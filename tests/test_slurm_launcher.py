@@ -5,10 +5,10 @@ machine without SLURM, the record of a job that SLURM ended, and the `.hydra` ra
 import json
 
 import pytest
-from conftest import clean_env, train
+from helpers import clean_env, train
 
-from dlops.runs.resolvers import hydra_subdir
-from dlops.runs.slurm import record_lost_job, resume_override
+from dlops.lifecycle.resolvers import hydra_subdir
+from dlops.lifecycle.slurm import record_lost_job, resume_override
 
 
 def test_submitit_slurm_is_dlops_launcher_with_its_defaults(tmp_path):

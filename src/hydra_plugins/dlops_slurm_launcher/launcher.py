@@ -20,8 +20,6 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from omegaconf import OmegaConf, open_dict
 
-from dlops.runs.sweep import REFUSED
-
 log = logging.getLogger(__name__)
 RESULT_WAIT_S = 5  # after SLURM says a job ended, how long its result file may take to appear
 POLL_S = 2.0
@@ -36,7 +34,7 @@ class DlopsSlurmLauncher(SlurmLauncher):
         import submitit
         from hydra.core.utils import run_job
 
-        from dlops.runs import slurm
+        from dlops.lifecycle import slurm
 
         slurm.route_time_limit_signal()
         Singleton.set_state(singleton_state)
@@ -49,12 +47,8 @@ class DlopsSlurmLauncher(SlurmLauncher):
             config.hydra.job.num = job_num
         run_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
         try:
-            result = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
-                             config=config, job_dir_key=job_dir_key, job_subdir_key="hydra.sweep.subdir")
-            # a refused resume writes nothing into the run: the sweep learns it from the job's result
-            result.dlops_run_dir = str(run_dir.resolve())
-            result.dlops_refused = REFUSED.get(result.dlops_run_dir)
-            return result
+            return run_job(hydra_context=self.hydra_context, task_function=self.task_function,
+                           config=config, job_dir_key=job_dir_key, job_subdir_key="hydra.sweep.subdir")
         finally:
             if slurm.requeue_if_signalled(run_dir, int(self.params.get("max_num_timeout") or 0)):
                 raise SystemExit(0)  # no result: the sweep waits for the requeued job
@@ -63,7 +57,7 @@ class DlopsSlurmLauncher(SlurmLauncher):
         """Submit the sweep as one job array and wait for every job, whatever becomes of it."""
         import submitit
 
-        from dlops.runs.slurm import release_requeued
+        from dlops.lifecycle.slurm import release_requeued
 
         if shutil.which("sbatch") is None:
             raise SystemExit("error: hydra/launcher=submitit_slurm submits the jobs with SLURM's sbatch, "
@@ -94,17 +88,13 @@ class DlopsSlurmLauncher(SlurmLauncher):
                 release_requeued(jobs[0].job_id.split("_")[0])
                 released = time.time()
             time.sleep(POLL_S)
-        results = [self._outcome(job, args) for job, args in zip(jobs, jobs_args, strict=True)]
-        for result in results:
-            if getattr(result, "dlops_refused", None):
-                REFUSED[result.dlops_run_dir] = result.dlops_refused
-        return results
+        return [self._outcome(job, args) for job, args in zip(jobs, jobs_args, strict=True)]
 
     def _outcome(self, job: Any, args: tuple) -> JobReturn:
         """The job's own result, or, for a job that ended without one, its end recorded in its run dir."""
         from submitit.core.utils import FailedJobError, UncompletedJobError
 
-        from dlops.runs.slurm import record_lost_job, wait_until_gone
+        from dlops.lifecycle.slurm import record_lost_job, wait_until_gone
 
         job._results_timeout_s = RESULT_WAIT_S  # submitit waits 15 s per job for a result file
         try:

@@ -23,7 +23,7 @@ def _handle(signum: int, frame: FrameType | None) -> None:
 def request_stop(signum: int) -> None:
     """Ask the run to stop at the next safe point as if `signum` had arrived (a second time: at once).
 
-    The SLURM launcher routes its time-limit signal here (see dlops.runs.slurm)."""
+    The SLURM launcher routes its time-limit signal here (see dlops.lifecycle.slurm)."""
     if _received:
         raise KeyboardInterrupt  # asked twice: stop now
     _received.append(signum)

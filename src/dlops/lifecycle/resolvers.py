@@ -2,8 +2,15 @@
 
 import os
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
+
+from dlops.errors import ConfigError
+from dlops.lifecycle.argv import cannot_create
+
+# the datamodule that `${data:NAME}` reads: set by dlops.build once it is set up
+_datamodule: Any = None
 
 
 def unique_dir(path: str) -> str:
@@ -26,26 +33,6 @@ def unique_dir(path: str) -> str:
         raise SystemExit(cannot_create(candidate, exc)) from None  # Hydra would print a traceback
 
 
-def cannot_create(path: str, exc: OSError) -> str:
-    """The message for a run directory that cannot be made."""
-    return (f"error: cannot create the run directory {Path(path).resolve()}: {exc.strerror}. "
-            "Start train.py from a folder you can write to, or set hydra.run.dir "
-            "(hydra.sweep.dir with -m) to one.")
-
-
-def make_run_dirs(argv: list[str]) -> None:
-    """Create the run (or sweep) directory given literally on the command line, before Hydra does,
-    so that an unwritable one ends with one message (exit code 1) instead of a traceback."""
-    key = "hydra.sweep.dir" if any(a in ("-m", "--multirun") for a in argv) else "hydra.run.dir"
-    for arg in argv[1:]:
-        name, _, value = arg.partition("=")
-        if name.lstrip("+") == key and value and "${" not in value:
-            try:
-                Path(value).mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise SystemExit(cannot_create(value, exc)) from None
-
-
 def hydra_subdir(run_dir: str, name: str = ".hydra") -> str | None:
     """`name`, or None (Hydra then writes nothing) when `run_dir/name` already holds a run's config
     or this process is a distributed rank other than 0.
@@ -55,15 +42,50 @@ def hydra_subdir(run_dir: str, name: str = ".hydra") -> str | None:
     yet" and then None (rank 0 had written it in between) crashed in Hydra's `run_job` (1 run in 9
     of a 2-task SLURM job); the run's files are rank 0's anyway.
     """
-    from dlops.runs.ddp import is_rank_zero
+    from dlops.lifecycle.ddp import is_rank_zero
 
     if not is_rank_zero() or (Path(run_dir) / name / "config.yaml").exists():
         return None
     return name
 
 
+def set_datamodule(datamodule: Any) -> None:
+    """Make `datamodule` the one that `${data:NAME}` reads."""
+    global _datamodule
+    _datamodule = datamodule
+
+
+def data_fact(name: str) -> Any:
+    """`${data:NAME}`: the attribute NAME of the run's datamodule, as plain values (lists, numbers)."""
+    if _datamodule is None:
+        raise ConfigError(f"${{data:{name}}} is known only while a run builds its model, once the "
+                          "datamodule is set up; --cfg job shows it unresolved.")
+    try:
+        value = getattr(_datamodule, name)
+    except AttributeError as exc:
+        raise ConfigError(
+            f"the config asks for ${{data:{name}}}, but {type(_datamodule).__name__} has no "
+            f"attribute {name!r} ({exc}); add it to the datamodule (a property is fine) or write the "
+            "value into the config instead.") from None
+    return _plain(value)
+
+
+def _plain(value: Any) -> Any:
+    """Tensors, arrays, tuples and numpy numbers as the lists and numbers OmegaConf holds."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
 def register_resolvers() -> None:
-    """Register `${dlops.unique_dir:...}` (cached: a config resolves it once), `${dlops.hydra_subdir:...}`."""
+    """Register `${dlops.unique_dir:...}` (cached: a config resolves it once),
+    `${dlops.hydra_subdir:...}` and `${data:NAME}` (see `data_fact`)."""
+    if not OmegaConf.has_resolver("data"):
+        OmegaConf.register_new_resolver("data", data_fact)
     if not OmegaConf.has_resolver("dlops.unique_dir"):
         OmegaConf.register_new_resolver("dlops.unique_dir", unique_dir, use_cache=True)
     if not OmegaConf.has_resolver("dlops.hydra_subdir"):

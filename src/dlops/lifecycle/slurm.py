@@ -20,8 +20,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from dlops.runs import signals
-from dlops.runs.summary import now, read_summary, write_summary
+from dlops.lifecycle import signals
+from dlops.rundir import summary as run_summary
 
 log = logging.getLogger(__name__)
 TIME_LIMIT_SIGNAL = signal.SIGUSR2  # submitit's: `--signal=USR2@<signal_delay_s>`
@@ -57,7 +57,7 @@ def route_time_limit_signal() -> None:
 def requeue_if_signalled(run_dir: Path, limit: int) -> bool:
     """After a run stopped for the time limit: requeue this job (at most `limit` times in all) and
     return True. Rank 0 only; the requeued job resumes from `last.ckpt` (see `resume_override`)."""
-    summary = read_summary(run_dir) or {}
+    summary = run_summary.read(run_dir) or {}
     if not _signalled or summary.get("status") != "interrupted" or os.environ.get("SLURM_PROCID", "0") != "0":
         return False
     if restarts() >= limit:
@@ -113,7 +113,7 @@ def record_lost_job(run_dir: Path, overrides: list[str], job: str, state: str) -
     """Record in `run_dir` a job that SLURM ended (`state`) before the run recorded its own end:
     `interrupted` when it was stopped (scancel, time limit), `failed` otherwise. A run that
     recorded its end keeps it. Returns the summary."""
-    summary = read_summary(run_dir)
+    summary = run_summary.read(run_dir)
     if summary and summary.get("status") != "running":
         return summary
     stopped = state.split()[0] in STOPPED
@@ -121,13 +121,14 @@ def record_lost_job(run_dir: Path, overrides: list[str], job: str, state: str) -
                + ("" if summary else " (it never started)") + "; its log is in the sweep's .submitit/.")
     if (run_dir / "checkpoints" / "last.ckpt").is_file() or stopped:
         message += " Continue the sweep with: python train.py -m resume=<sweep dir>"
-    summary = summary or {"schema": 1, "run_dir": str(run_dir.resolve()), "overrides": overrides,
-                          "started_at": None, "duration_s": 0.0, "epochs_completed": 0}
-    summary.update(status="interrupted" if stopped else "failed", ended_at=now(),
+    summary = summary or {"schema": run_summary.SCHEMA_VERSION, "run_dir": str(run_dir.resolve()),
+                          "overrides": overrides, "started_at": None, "duration_s": 0.0,
+                          "epochs_completed": 0}
+    summary.update(status="interrupted" if stopped else "failed", ended_at=run_summary.now(),
                    error={"type": "SlurmJobEnded", "message": message, "slurm_state": state})
     hydra_dir = run_dir / ".hydra"  # the sweep summary lists the job dirs that have one
     if not hydra_dir.is_dir():
         hydra_dir.mkdir(parents=True)
         OmegaConf.save(OmegaConf.create(overrides), hydra_dir / "overrides.yaml")
-    write_summary(run_dir, summary)
+    run_summary.write(run_dir, summary)
     return summary
