@@ -34,13 +34,14 @@ def one_run(folder: Path, timeout: float) -> dict:
         result = subprocess.run([sys.executable, str(ROOT / "train.py"), *COMMAND], cwd=folder, env=env,
                                 capture_output=True, text=True, timeout=timeout)
         code = result.returncode
+        tail = "" if code == 0 else (result.stdout + result.stderr)[-1500:]
     except subprocess.TimeoutExpired:
-        code = None
+        code, tail = None, f"ran over {timeout}s"
     summaries = list(folder.glob("multirun/*/*/*/summary.json"))
     statuses = [json.loads(p.read_text())["status"] for p in summaries]
     return {"exit_code": code, "seconds": round(time.time() - start, 1),
             "run_dirs": len(list(folder.glob("multirun/*/*/*/.hydra"))), "statuses": statuses,
-            "metrics_csv": len(list(folder.glob("multirun/*/*/*/csv/metrics.csv")))}
+            "metrics_csv": len(list(folder.glob("multirun/*/*/*/csv/metrics.csv"))), "output_tail": tail}
 
 
 def main() -> None:

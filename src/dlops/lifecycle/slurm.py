@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from dlops.lifecycle import signals
+from dlops.rundir import layout
 from dlops.rundir import summary as run_summary
 
 log = logging.getLogger(__name__)
@@ -119,16 +120,15 @@ def record_lost_job(run_dir: Path, overrides: list[str], job: str, state: str) -
     stopped = state.split()[0] in STOPPED
     message = (f"SLURM job {job} ended {state} before the run recorded an end"
                + ("" if summary else " (it never started)") + "; its log is in the sweep's .submitit/.")
-    if (run_dir / "checkpoints" / "last.ckpt").is_file() or stopped:
+    if (run_dir / layout.LAST_CHECKPOINT).is_file() or stopped:
         message += " Continue the sweep with: python train.py -m resume=<sweep dir>"
     summary = summary or {"schema": run_summary.SCHEMA_VERSION, "run_dir": str(run_dir.resolve()),
                           "overrides": overrides, "started_at": None, "duration_s": 0.0,
                           "epochs_completed": 0}
     summary.update(status="interrupted" if stopped else "failed", ended_at=run_summary.now(),
                    error={"type": "SlurmJobEnded", "message": message, "slurm_state": state})
-    hydra_dir = run_dir / ".hydra"  # the sweep summary lists the job dirs that have one
-    if not hydra_dir.is_dir():
-        hydra_dir.mkdir(parents=True)
-        OmegaConf.save(OmegaConf.create(overrides), hydra_dir / "overrides.yaml")
+    if not (run_dir / layout.HYDRA_DIR).is_dir():  # the sweep summary lists the job dirs that have one
+        (run_dir / layout.HYDRA_DIR).mkdir(parents=True)
+        OmegaConf.save(OmegaConf.create(overrides), run_dir / layout.HYDRA_OVERRIDES)
     run_summary.write(run_dir, summary)
     return summary
