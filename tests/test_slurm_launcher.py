@@ -8,7 +8,7 @@ import pytest
 from helpers import clean_env, train
 
 from dlops.lifecycle.resolvers import hydra_subdir
-from dlops.lifecycle.slurm import record_lost_job, resume_override
+from dlops.lifecycle.slurm import end_previous_attempt, record_lost_job, resume_override
 
 
 def test_submitit_slurm_is_dlops_launcher_with_its_defaults(tmp_path):
@@ -51,3 +51,15 @@ def test_a_requeued_job_resumes_its_run(monkeypatch):
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     assert resume_override(["seed=1"], "/sweep") == ["seed=1", "resume=/sweep"]
     assert resume_override(["resume=/x"], "/sweep") == ["resume=/x"]
+
+
+def test_a_requeued_job_ends_its_killed_previous_attempt_so_that_it_resumes(tmp_path, monkeypatch):
+    (tmp_path / "summary.json").write_text(json.dumps({"status": "running", "host": "another-node",
+                                                       "pid": 1, "overrides": ["seed=1"]}))
+    end_previous_attempt(tmp_path)  # a first attempt: nothing to end
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "running"
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    monkeypatch.setenv("SLURM_JOB_ID", "9")
+    end_previous_attempt(tmp_path)
+    info = json.loads((tmp_path / "summary.json").read_text())
+    assert info["status"] == "interrupted" and info["error"]["slurm_state"] == "REQUEUED"

@@ -27,7 +27,7 @@ from dlops.rundir import summary as run_summary
 log = logging.getLogger(__name__)
 TIME_LIMIT_SIGNAL = signal.SIGUSR2  # submitit's: `--signal=USR2@<signal_delay_s>`
 # SLURM states of a job that ended while its run may not have recorded an end
-STOPPED = ("CANCELLED", "TIMEOUT", "PREEMPTED", "DEADLINE")
+STOPPED = ("CANCELLED", "TIMEOUT", "PREEMPTED", "DEADLINE", "REQUEUED")
 _signalled: list[int] = []
 
 
@@ -108,6 +108,16 @@ def wait_until_gone(job: str, timeout: float = 45) -> None:
         if not listed:
             return
         time.sleep(1)
+
+
+def end_previous_attempt(run_dir: Path) -> None:
+    """In a requeued job (rank 0): a run that still says `running` was this job's previous attempt,
+    killed before it could record an end (e.g. on another node, where resume could not tell that
+    it is gone): record it `interrupted`, so that the run resumes."""
+    summary = run_summary.read(run_dir)
+    if restarts() and os.environ.get("SLURM_PROCID", "0") == "0" and summary \
+            and summary.get("status") == "running":
+        record_lost_job(run_dir, list(summary.get("overrides") or []), job_id(), "REQUEUED")
 
 
 def record_lost_job(run_dir: Path, overrides: list[str], job: str, state: str) -> dict[str, Any]:

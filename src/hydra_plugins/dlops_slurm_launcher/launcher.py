@@ -46,6 +46,7 @@ class DlopsSlurmLauncher(SlurmLauncher):
             job.id = submitit.JobEnvironment().job_id
             config.hydra.job.num = job_num
         run_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
+        slurm.end_previous_attempt(run_dir)
         try:
             return run_job(hydra_context=self.hydra_context, task_function=self.task_function,
                            config=config, job_dir_key=job_dir_key, job_subdir_key="hydra.sweep.subdir")
