@@ -132,7 +132,7 @@ def test_scancel_of_one_job_ends_the_sweep_with_its_summary_and_resume_continues
     assert info["attempts"][0]["status"] == "interrupted"
     assert epochs_with(job_dir, "val_loss") == list(range(epochs))  # each epoch's row exactly once
     table = sweep_rows(sweep_dir(tmp_path))
-    assert [table[j]["status"] for j in "012"] == ["completed", "completed", "failed"]
+    assert [table[j]["status"] for j in "012"] == ["completed", "completed", "refused"]
 
 
 def test_time_limit_and_preemption_requeue_and_resume_to_an_uninterrupted_runs_weights(tmp_path):
