@@ -35,6 +35,23 @@ def train(cfg: DictConfig) -> float | None:
     run_dir = Path(cfg.paths.output_dir)
     if not is_rank_zero():  # a DDP rank > 0, started by Lightning or SLURM: rank 0 records the run
         return train_other_rank(cfg, run_dir)
+    from dlops.runs import lock
+
+    try:  # one writer per run dir, for the whole run (see dlops.runs.lock)
+        acquired = lock.acquire(run_dir)
+    except ConfigError as exc:
+        return refuse(exc, run_dir)
+    try:
+        return train_locked(cfg, run_dir)
+    finally:
+        if acquired:
+            lock.release(run_dir)
+
+
+def train_locked(cfg: DictConfig, run_dir: Path) -> float | None:
+    """`train` for rank 0, holding the run dir's lock."""
+    from dlops.runs.lock import run_files
+
     checkpoint, summary = None, None
     if cfg.get("resume"):
         from dlops.runs.resume import plan
@@ -47,9 +64,12 @@ def train(cfg: DictConfig) -> float | None:
             log.info(resumed.done)
             return resumed.objective
         cfg, checkpoint, summary = resumed.cfg, resumed.checkpoint, resumed.summary
-    elif (run_dir / "summary.json").exists():  # e.g. hydra.run.dir=<an old run>: never overwrite it
-        return refuse(ConfigError(f"{run_dir} already holds a run; continue it with resume={run_dir} "
-                                  "or choose another hydra.run.dir"), run_dir)
+    elif found := run_files(run_dir):  # e.g. hydra.run.dir=<an old run>: never overwrite it
+        text = (f"{run_dir} already holds a run; continue it with resume={run_dir} or choose another "
+                "hydra.run.dir" if "summary.json" in found else f"{run_dir} already holds a run's "
+                f"files ({', '.join(found)}) but no summary.json to continue it from; choose another "
+                "hydra.run.dir. Nothing in it was changed.")
+        return refuse(ConfigError(text), run_dir)
     summary = summary or start_summary(cfg, run_dir)
     write_summary(run_dir, summary)
     signals.install()

@@ -44,6 +44,13 @@ def make_run_dirs(argv: list[str]) -> None:
                 Path(value).mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise SystemExit(cannot_create(value, exc)) from None
+            if key == "hydra.run.dir":  # before Hydra writes .hydra/ and train.log into it
+                from dlops.runs import lock
+
+                try:
+                    lock.acquire(value)
+                except lock.RunDirBusy as exc:
+                    raise SystemExit(f"{Path(argv[0]).name}: error: cannot run in {value}: {exc}") from None
 
 
 def hydra_subdir(run_dir: str, name: str = ".hydra") -> str | None:

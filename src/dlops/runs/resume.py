@@ -93,6 +93,9 @@ def _resume_argv(argv: list[str]) -> list[str]:
         raise ConfigError(f"{target} is not a sweep directory (no multirun.yaml); "
                           f"resume a single run without -m: python train.py resume={target}")
     _check_run_dir(target)
+    from dlops.runs import lock
+
+    lock.acquire(target)  # before Hydra writes into it; held until this process ends
     _enter_start_dir(target / ".hydra" / "hydra.yaml")
     return [argv[0], *rest, f"resume={target}", f"hydra.run.dir={target}"]
 
@@ -190,6 +193,11 @@ def plan(cfg: DictConfig, run_dir: Path) -> Plan:
     original = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     old = read_summary(run_dir)
     if old is None:  # a sweep job that never started (or a run that died before its first write)
+        from dlops.runs.lock import run_files
+
+        if found := run_files(run_dir):
+            raise ConfigError(f"{run_dir} has no summary.json but holds a run's files ({', '.join(found)}); "
+                              "resuming would start it over and overwrite them. Move them away first.")
         return Plan(cfg=new)
     status = old.get("status")
     if status == "running" and _still_running(old):
