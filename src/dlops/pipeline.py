@@ -82,9 +82,24 @@ def train_locked(cfg: DictConfig, run_dir: Path) -> float | None:
     finally:
         signals.restore()
     summary.update(status="completed", ended_at=now(), duration_s=_duration(summary))
+    if warning := not_finite_warning(summary):  # completed, but its result is no number
+        summary.setdefault("warnings", []).append(warning)
+        log.warning(warning)
     write_summary(run_dir, summary)
     report(summary, run_dir)
     return objective
+
+
+def not_finite_warning(summary: dict[str, Any]) -> str | None:
+    """What to say when a run completed but its monitored metric is NaN or infinite."""
+    monitor = summary.get("monitor")
+    values = [summary.get("best_metric"), (summary.get("last_metrics") or {}).get(monitor)]
+    bad = [v for v in values if isinstance(v, float) and not math.isfinite(v)]
+    if not bad:
+        return None
+    return (f"the run completed, but its monitored metric {monitor} is {bad[0]}: its result is not "
+            "a number (summary.json writes null and lists it in non_finite). Lower "
+            "model.optimizer.lr or check the data.")
 
 
 def train_other_rank(cfg: DictConfig, run_dir: Path) -> None:

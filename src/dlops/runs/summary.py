@@ -27,14 +27,27 @@ def now() -> str:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temp file beside `path`, then rename it over `path`."""
+    """Write strict JSON to a temp file beside `path`, then rename it over `path`.
+
+    NaN and infinities, which strict parsers (browsers, jq) reject, are written as null; a dict
+    then lists where they were in `non_finite` (see dlops.runs.strict_json). The file gets the
+    permissions the umask gives a new file, as `open` would (mkstemp makes it 0600).
+    """
+    from dlops.runs.strict_json import file_mode, finite_only
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "w") as file:
-            json.dump(data, file, indent=2, default=str, allow_nan=True)
+            json.dump(finite_only(data), file, indent=2, default=str, allow_nan=False)
             file.write("\n")
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None:  # a failed write() names no file: say which one
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

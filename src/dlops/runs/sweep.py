@@ -85,23 +85,25 @@ def print_sweep_summary(rows: list[dict[str, Any]], sweep_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from dlops.runs.safe_text import rich_text  # config strings are text, never rich markup
+
     shared = set.intersection(*(set(r["overrides"]) for r in rows)) if rows else set()
     rows = [{**r, "overrides": [o for o in r["overrides"] if o not in shared]} for r in rows]
-    table = Table(title=f"sweep {sweep_dir} " + " ".join(sorted(shared)))
+    table = Table(title=rich_text(f"sweep {sweep_dir} " + " ".join(sorted(shared))))
     shown = ("job", "status", "overrides", "best", "duration_s", "error")
     for column in shown:
         title = f"best {rows[0]['monitor']}" if column == "best" and rows else column
-        table.add_column(title, overflow="fold")
+        table.add_column(rich_text(title), overflow="fold")
     for r in rows:
-        table.add_row(*(_cell(r, c) for c in shown),
+        table.add_row(*(rich_text(_cell(r, c)) for c in shown),
                       style=None if r["status"] == "completed" else "red")
     console = Console()
     console.print(table)
     best = best_row(rows)
     if best:
-        console.print(f"best: job {best['job']} {best['monitor']}={best['best']:.4f} "
-                      f"({_cell(best, 'overrides')}) in {best['run_dir']}")
-    console.print(f"sweep summary: {sweep_dir / 'summary.csv'}, {sweep_dir / 'summary.md'}")
+        console.print(rich_text(f"best: job {best['job']} {best['monitor']}={best['best']:.4f} "
+                                f"({_cell(best, 'overrides')}) in {best['run_dir']}"))
+    console.print(rich_text(f"sweep summary: {sweep_dir / 'summary.csv'}, {sweep_dir / 'summary.md'}"))
 
 
 def _summary_text(run_dir: Path) -> str | None:
@@ -126,11 +128,21 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        rows = write_sweep_summary(sweep_dir)
+        try:
+            rows = write_sweep_summary(sweep_dir)
+        except Exception as exc:  # noqa: BLE001 - the jobs' outcome still decides the exit code
+            print(f"could not write the sweep summary in {sweep_dir}: {exc!r}", file=sys.stderr)
+            try:
+                rows = [job_row(d) for d in job_dirs(sweep_dir)]
+            except Exception:  # noqa: BLE001 - nothing says the jobs completed: fail
+                raise SystemExit(1) from None
         for r in rows:
             if r["run_dir"] in REFUSED:
                 r.update(status="refused", error=REFUSED[r["run_dir"]])
-        print_sweep_summary(rows, sweep_dir)
+        try:
+            print_sweep_summary(rows, sweep_dir)
+        except Exception as exc:  # noqa: BLE001 - Hydra would turn it into a warning and exit 0
+            print(f"could not print the sweep summary: {exc!r}", file=sys.stderr)
         launched = [r for r in rows if (name := Path(r["run_dir"]).name) not in self.earlier
                     or _summary_text(Path(r["run_dir"])) != self.earlier[name]
                     or r["status"] == "refused"]
