@@ -193,3 +193,43 @@ def test_a_run_dir_with_run_files_but_no_summary_is_refused(tmp_path, finished):
     after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != "train.log"}
     assert {p: b for p, b in after.items() if p.name != ".lock"} == \
         {p: b for p, b in before.items() if p.name != ".lock"}
+
+
+# ---------------------------------------------------------------- paths Hydra cannot parse as given
+
+@pytest.mark.parametrize("name", ["a,b", "it's", "run[x]", "grün", "${x}"])
+def test_resume_passes_any_run_dir_path_to_hydra_literally(tmp_path, finished, name):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from dlops.runs.resume import _resume_argv, command
+
+    run_dir = tmp_path / name / "run"
+    shutil.copytree(finished, run_dir)
+    if name == "${x}":  # Hydra keeps paths in its config, where ${x} interpolates: one message
+        with pytest.raises(ConfigError, match=r"holds '\$\{', which Hydra reads as an interpolation"):
+            _resume_argv(["train.py", f"resume={run_dir}"])
+        return
+    argv = _resume_argv(["train.py", f"resume={run_dir}"])
+    parser = OverridesParser.create()
+    values = {o.key_or_group: o.value() for o in parser.parse_overrides(argv[1:])}
+    assert values == {"resume": str(run_dir), "hydra.run.dir": str(run_dir)}
+    assert subprocess.run(["sh", "-c", f"printf %s {command(run_dir)[len('python train.py '):]}"],
+                          capture_output=True, text=True).stdout == f"resume={run_dir}"
+
+
+def test_resume_latest_in_a_folder_named_with_every_awkward_character(tmp_path):
+    cwd = tmp_path / "a,b'c[x]grün"
+    cwd.mkdir()
+    train(cwd, "trainer.max_epochs=1", "datamodule.batch_size=256", "test=false")
+    result = train(cwd, "resume=latest", "trainer.max_epochs=2", "test=false")
+    [run_dir] = run_dirs(cwd)
+    assert summary(run_dir)["epochs_completed"] == 2 and len(summary(run_dir)["attempts"]) == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_a_run_started_in_a_folder_holding_an_interpolation_gets_one_message(tmp_path):
+    cwd = tmp_path / "${x}"
+    cwd.mkdir()
+    result = train(cwd, "trainer.max_epochs=1", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "holds '${', which Hydra reads as an interpolation" in result.stderr

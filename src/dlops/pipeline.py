@@ -280,7 +280,9 @@ def record_failure(exc: BaseException, run_dir: Path, summary: dict[str, Any]) -
         log.error("could not update %s: %s", run_dir / "summary.json", write_error)
     text = message or f"{error['type']}: {exc} (traceback in {run_dir / 'traceback.txt'})"
     if status != "diverged" and (run_dir / "checkpoints" / "last.ckpt").is_file():
-        text += f"\nContinue it with: python train.py resume={run_dir}"
+        from dlops.runs.resume import command
+
+        text += f"\nContinue it with: {command(run_dir)}"
     log.error("run %s in %s: %s", status, run_dir, text)
     if os.environ.get("HYDRA_FULL_ERROR") == "1" and not signum:
         raise exc

@@ -1,6 +1,7 @@
 """OmegaConf resolvers used by the config tree (light: no torch here)."""
 
 import os
+import re
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -33,13 +34,31 @@ def cannot_create(path: str, exc: OSError) -> str:
             "(hydra.sweep.dir with -m) to one.")
 
 
+def literal_path(value: str) -> str | None:
+    """The path a Hydra override value means, or None when Hydra decides it (an interpolation,
+    a sweep, anything but one string): `'a,b'` -> `a,b`, `a\\${x}` -> `a${x}`."""
+    if value[:1] in ("'", '"'):
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        try:
+            value = OverridesParser.create().parse_override(f"key={value}").value()
+        except Exception:  # noqa: BLE001 - not ours to judge: Hydra reports it
+            return None
+        if not isinstance(value, str):
+            return None
+    if re.search(r"(?<!\\)\$\{", value):
+        return None
+    return value.replace("\\${", "${") or None
+
+
 def make_run_dirs(argv: list[str]) -> None:
     """Create the run (or sweep) directory given literally on the command line, before Hydra does,
     so that an unwritable one ends with one message (exit code 1) instead of a traceback."""
     key = "hydra.sweep.dir" if any(a in ("-m", "--multirun") for a in argv) else "hydra.run.dir"
     for arg in argv[1:]:
         name, _, value = arg.partition("=")
-        if name.lstrip("+") == key and value and "${" not in value:
+        value = literal_path(value) if name.lstrip("+") == key else None
+        if value:
             try:
                 Path(value).mkdir(parents=True, exist_ok=True)
             except OSError as exc:

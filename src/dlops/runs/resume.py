@@ -41,6 +41,30 @@ def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def hydra_value(path: str | Path) -> str:
+    """`path` as a Hydra override value that means exactly it: quoted (so `,` `[` `'` and
+    non-ASCII are text) with `${` escaped (so OmegaConf does not interpolate it)."""
+    text = str(path)
+    if "\\" in text:
+        raise ConfigError(f"{text}: resume= cannot pass a path holding a backslash to Hydra; "
+                          "rename the folder.")
+    return "'" + text.replace("'", "\\'").replace("${", "\\${") + "'"
+
+
+def _check_path(path: Path, what: str) -> None:
+    """Refuse a path Hydra cannot work in: it stores paths in its config, where `${` interpolates."""
+    if "${" in str(path):
+        raise ConfigError(f"{what}: {path} holds '${{', which Hydra reads as an interpolation in the "
+                          "paths it keeps in its config, so no run can work there. Rename the folder.")
+
+
+def command(run_dir: str | Path, *more: str) -> str:
+    """The shell command that resumes `run_dir`, quoted for the shell (resume= reads it as is)."""
+    import shlex
+
+    return " ".join(["python train.py", shlex.quote(f"resume={run_dir}"), *more])
+
+
 def _is_override(arg: str) -> bool:
     return "=" in arg and not arg.startswith("-")
 
@@ -61,6 +85,7 @@ def hydra_argv(argv: list[str]) -> list[str]:
     if not is_rank_zero():  # a DDP rank > 0 that Lightning started in rank 0's run dir: as given
         return argv
     try:
+        _check_path(Path.cwd(), "the current folder")
         argv = _resume_argv(argv)
     except ConfigError as exc:
         raise SystemExit(f"{Path(argv[0]).name}: error: {exc}") from None
@@ -80,6 +105,7 @@ def _resume_argv(argv: list[str]) -> list[str]:
     target = target.resolve()
     if not target.is_dir():
         raise ConfigError(f"resume={values[-1]}: {target} is not a directory.")
+    _check_path(target, f"resume={values[-1]}")
     refused = [a for a in rest if _is_override(a) and _changes_the_run(override_key(a))]
     if refused:
         raise ConfigError(
@@ -88,16 +114,16 @@ def _resume_argv(argv: list[str]) -> list[str]:
             "Start a new run to change anything else.")
     if (target / "multirun.yaml").is_file():
         flags = [a for a in rest if a not in ("-m", "--multirun")]
-        return [argv[0], "-m", *_sweep_overrides(target, flags), f"resume={target}"]
+        return [argv[0], "-m", *_sweep_overrides(target, flags), f"resume={hydra_value(target)}"]
     if multirun:
         raise ConfigError(f"{target} is not a sweep directory (no multirun.yaml); "
-                          f"resume a single run without -m: python train.py resume={target}")
+                          f"resume a single run without -m: {command(target)}")
     _check_run_dir(target)
     from dlops.runs import lock
 
     lock.acquire(target)  # before Hydra writes into it; held until this process ends
     _enter_start_dir(target / ".hydra" / "hydra.yaml")
-    return [argv[0], *rest, f"resume={target}", f"hydra.run.dir={target}"]
+    return [argv[0], *rest, f"resume={hydra_value(target)}", f"hydra.run.dir={hydra_value(target)}"]
 
 
 def latest(root: Path) -> Path:
@@ -153,7 +179,7 @@ def _sweep_overrides(sweep_dir: Path, args: list[str]) -> list[str]:
     if not (sweep_dir / "multirun.original.yaml").exists():  # Hydra rewrites multirun.yaml
         shutil.copy2(sweep_dir / "multirun.yaml", sweep_dir / "multirun.original.yaml")
     _enter_start_dir(sweep_dir / "multirun.yaml")
-    return [*task, *hydra, *args, f"hydra.sweep.dir={sweep_dir}"]
+    return [*task, *hydra, *args, f"hydra.sweep.dir={hydra_value(sweep_dir)}"]
 
 
 @dataclass
@@ -178,7 +204,7 @@ def resumed_config(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, str | No
     for key in (override_key(o) for o in overrides):
         if key in RESUMABLE_KEYS:
             OmegaConf.update(new, key, OmegaConf.select(cfg, key), force_add=True)
-    new.resume = str(run_dir)
+    new.resume = str(run_dir).replace("${", "\\${")  # a path, never an interpolation
     checkpoint = run_dir / LAST_CHECKPOINT
     return new, str(checkpoint) if checkpoint.exists() else None
 
@@ -210,7 +236,7 @@ def plan(cfg: DictConfig, run_dir: Path) -> Plan:
     if status == "completed" and not changed:
         return Plan(done=f"{run_dir} already completed ({old.get('epochs_completed')} epochs, best "
                          f"{old.get('monitor')}={old.get('best_metric')}); nothing to resume. To train it "
-                         f"longer: python train.py resume={run_dir} trainer.max_epochs=N",
+                         f"longer: {command(run_dir, 'trainer.max_epochs=N')}",
                     objective=old.get("best_metric"))
     from dlops.validate import validate
 
