@@ -12,15 +12,16 @@ from typing import Any
 
 from dlops.runs.discover import Run
 from dlops.runs.report import Report, Table
+from dlops.runs.safe_text import printable
 
 STATUS_STYLES = {"completed": "green", "failed": "red", "diverged": "red", "killed": "yellow",
-                 "interrupted": "yellow", "running": "cyan", "unknown": "dim"}
+                 "interrupted": "yellow", "running": "cyan", "unknown": "dim", "unreadable": "red"}
 
 
 def display_rows(table: Table) -> tuple[list[str], list[list[str]]]:
     """Headers and rows of text for people: metrics to 4 decimals, mean ± std, short paths."""
     columns = [c for c in table.columns if c != "max_epochs" and not c.endswith("_std")]
-    headers = [c[:-5] if c.endswith("_mean") else c for c in columns]
+    headers = [printable(c[:-5] if c.endswith("_mean") else c) for c in columns]
     cells = []
     for row in table.rows:
         line = []
@@ -32,7 +33,7 @@ def display_rows(table: Table) -> tuple[list[str], list[list[str]]]:
                 line.append(_mean_std(column[:-5], value, row.get(column[:-5] + "_std")))
             else:
                 line.append(_text(column, value))
-        cells.append(line)
+        cells.append([printable(cell) for cell in line])  # escape sequences show as text
     return headers, cells
 
 
@@ -86,7 +87,7 @@ def run_label(run: Run, varying: Sequence[str]) -> str:
 
 
 def shared_text(report: Report) -> str:
-    return " ".join(f"{k}={v}" for k, v in report.shared.items()) or "none"
+    return printable(" ".join(f"{k}={v}" for k, v in report.shared.items()) or "none")
 
 
 def to_csv(table: Table) -> str:
@@ -163,7 +164,7 @@ def print_rich(report: Report, grouped: bool) -> None:
         tables.append(report.groups)
     for table in tables:
         headers, cells = display_rows(table)
-        rich_table = RichTable(title=Text(table.title), title_justify="left")
+        rich_table = RichTable(title=Text(printable(table.title)), title_justify="left")
         for header in headers:
             numeric = header.startswith(("best_", "final_", "test_", "duration")) or header == "n"
             rich_table.add_column(Text(header), justify="right" if numeric else "left")
