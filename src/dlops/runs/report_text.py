@@ -121,6 +121,7 @@ def to_json(report: Report) -> str:
         "varying_overrides": report.varying,
         "runs": report.leaderboard.rows,
         "groups": report.groups.rows,
+        "unreadable": {str(r.path): r.error for r in report.runs if r.status == "unreadable"},
     }
     return json.dumps(_finite(document), indent=2) + "\n"
 
@@ -147,7 +148,14 @@ def render_text(report: Report, fmt: str, grouped: bool) -> str:
     if grouped or report.groups_merge:
         parts.append(to_markdown(report.groups))
     parts.append(f"shared overrides: {_md_cell(shared_text(report))}\n")
+    parts += [f"- {_md_cell(line)}\n" for line in unreadable_lines(report)]
     return "\n".join(parts)
+
+
+def unreadable_lines(report: Report) -> list[str]:
+    """`unreadable: RUN_DIR: why` for each run whose files could not be used."""
+    return [printable(f"unreadable: {short_path(run.path)}: {run.error}")
+            for run in report.runs if run.status == "unreadable"]
 
 
 def print_rich(report: Report, grouped: bool) -> None:
@@ -174,3 +182,5 @@ def print_rich(report: Report, grouped: bool) -> None:
             rich_table.add_row(*map(Text, line, styles))
         console.print(rich_table)
     console.print(Text(f"shared overrides: {shared_text(report)}"))
+    for line in unreadable_lines(report):
+        console.print(Text(line, style="red"))
