@@ -84,6 +84,9 @@ def hydra_argv(argv: list[str]) -> list[str]:
     """
     if not is_rank_zero():  # a DDP rank > 0 that Lightning started in rank 0's run dir: as given
         return argv
+    from dlops.runs.group_options import quote_numeric_options
+
+    argv = quote_numeric_options(argv, Path(argv[0]).resolve().parent / "conf")
     try:
         _check_path(Path.cwd(), "the current folder")
         argv = _resume_argv(argv)
