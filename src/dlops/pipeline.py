@@ -272,7 +272,10 @@ def record_failure(exc: BaseException, run_dir: Path, summary: dict[str, Any]) -
     status = ("diverged" if isinstance(exc, DivergedError) else "interrupted" if signum else "failed")
     error = {"type": type(exc).__name__, "message": message or str(exc),
              "traceback": "traceback.txt"}
-    (run_dir / "traceback.txt").write_text("".join(traceback.format_exception(exc)))
+    try:
+        (run_dir / "traceback.txt").write_text("".join(traceback.format_exception(exc)))
+    except OSError as write_error:  # a full disk or a read-only run dir: the message still comes
+        log.error("could not write %s: %s", run_dir / "traceback.txt", write_error)
     summary.update(status=status, ended_at=now(), duration_s=_duration(summary), error=error)
     try:
         write_summary(run_dir, summary)
@@ -326,7 +329,8 @@ def user_message(exc: BaseException) -> str | None:
     if type(cause).__name__ == "MisconfigurationException":  # Lightning's bad-setting error
         return f"Lightning rejected the setting: {cause}"
     if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
-        return (f"no space left on the device while writing {cause.filename}; files written "
+        where = cause.filename or "into the run dir"
+        return (f"no space left on the device while writing {where}; files written "
                 "before are intact (checkpoints are replaced only once fully written). Free some space.")
     if isinstance(cause, OSError) and cause.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write {cause.filename}: {cause.strerror}. Make it writable or run elsewhere."

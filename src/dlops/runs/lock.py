@@ -37,7 +37,12 @@ def acquire(run_dir: str | Path) -> bool:
     key = os.path.realpath(run_dir)
     if key in _held:
         return False
-    fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:  # e.g. a read-only file system: no run can write here
+        raise ConfigError(f"cannot write into {run_dir}: {exc.strerror}. A run needs its run dir "
+                          "writable (to resume it too): make it writable or copy the run elsewhere "
+                          "and resume the copy.") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

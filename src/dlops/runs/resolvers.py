@@ -64,11 +64,12 @@ def make_run_dirs(argv: list[str]) -> None:
             except OSError as exc:
                 raise SystemExit(cannot_create(value, exc)) from None
             if key == "hydra.run.dir":  # before Hydra writes .hydra/ and train.log into it
+                from dlops.errors import ConfigError
                 from dlops.runs import lock
 
                 try:
                     lock.acquire(value)
-                except lock.RunDirBusy as exc:
+                except ConfigError as exc:
                     raise SystemExit(f"{Path(argv[0]).name}: error: cannot run in {value}: {exc}") from None
 
 
