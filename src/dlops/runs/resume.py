@@ -182,7 +182,11 @@ def _sweep_overrides(sweep_dir: Path, args: list[str]) -> list[str]:
     if not (sweep_dir / "multirun.original.yaml").exists():  # Hydra rewrites multirun.yaml
         shutil.copy2(sweep_dir / "multirun.yaml", sweep_dir / "multirun.original.yaml")
     _enter_start_dir(sweep_dir / "multirun.yaml")
-    return [*task, *hydra, *args, f"hydra.sweep.dir={hydra_value(sweep_dir)}"]
+    # the config dirs the sweep was composed with (`--config-dir` of a user's own configs)
+    sources = OmegaConf.select(saved, "hydra.runtime.config_sources") or []
+    config_dirs = [f"--config-dir={s.path}" for s in sources
+                   if s.provider == "command-line" and s.schema == "file" and s.path not in " ".join(args)]
+    return [*config_dirs, *task, *hydra, *args, f"hydra.sweep.dir={hydra_value(sweep_dir)}"]
 
 
 @dataclass
@@ -250,7 +254,8 @@ def plan(cfg: DictConfig, run_dir: Path) -> Plan:
         from dlops.runs.checkpoints import check_model, read_checkpoint
 
         saved = read_checkpoint(checkpoint)
-        check_model(saved, OmegaConf.to_container(new.model.net, resolve=True), checkpoint)
+        if "net" in new.model:  # dlops' Classifier: a net config to compare (any model: its weights)
+            check_model(saved, OmegaConf.to_container(new.model.net, resolve=True), checkpoint)
         resumed_from = {"checkpoint": str(LAST_CHECKPOINT), "epoch": saved["epoch"],
                         "global_step": saved["global_step"]}
         rows = (saved.get("dlops") or {}).get("csv_rows")
