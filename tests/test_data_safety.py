@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import clean_env, train
+from helpers import clean_env, train
 from PIL import Image
 
 from dlops.cli import main

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import run_dirs, train
+from helpers import run_dirs, train
 
 from dlops.cli import main
 from dlops.runs.lock import LOCK_FILE

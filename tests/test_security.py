@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import QUICK, TRAIN, clean_env, run_dirs, summary, train
+from helpers import QUICK, TRAIN, clean_env, run_dirs, summary, train
 
 from dlops.errors import ConfigError
 from dlops.models.classifier import Classifier
