@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import QUICK, TRAIN, clean_env, run_dirs, summary, train
+from helpers import TRAIN, clean_env, run_dirs, summary, train
 
 from dlops.errors import ConfigError
 from dlops.models.classifier import Classifier
@@ -142,7 +142,9 @@ def test_two_resumes_of_one_run_at_once_one_runs_the_other_is_refused(tmp_path, 
 
 def test_two_runs_into_one_hydra_run_dir_at_once(tmp_path):
     run_dir = tmp_path / "shared"
-    (refused_code, refused, _), (code, output, _) = race(tmp_path, f"hydra.run.dir={run_dir}", *QUICK)
+    (refused_code, refused, _), (code, output, _) = race(
+        tmp_path, f"hydra.run.dir={run_dir}", "trainer.max_epochs=2", "datamodule.batch_size=256",
+        "test=false")
     assert code == 0, output[-3000:]
     assert refused_code == 1 and "Traceback" not in refused
     assert "is in use by another process (pid" in refused
@@ -217,12 +219,11 @@ def test_resume_passes_any_run_dir_path_to_hydra_literally(tmp_path, finished, n
                           capture_output=True, text=True).stdout == f"resume={run_dir}"
 
 
-def test_resume_latest_in_a_folder_named_with_every_awkward_character(tmp_path):
+def test_resume_latest_in_a_folder_named_with_every_awkward_character(tmp_path, finished):
     cwd = tmp_path / "a,b'c[x]grün"
-    cwd.mkdir()
-    train(cwd, "trainer.max_epochs=1", "datamodule.batch_size=256", "test=false")
+    run_dir = copy_run(finished, cwd)
     result = train(cwd, "resume=latest", "trainer.max_epochs=2", "test=false")
-    [run_dir] = run_dirs(cwd)
+    assert run_dirs(cwd) == [run_dir]
     assert summary(run_dir)["epochs_completed"] == 2 and len(summary(run_dir)["attempts"]) == 2
     assert "Traceback" not in result.stderr
 
@@ -233,3 +234,28 @@ def test_a_run_started_in_a_folder_holding_an_interpolation_gets_one_message(tmp
     result = train(cwd, "trainer.max_epochs=1", check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "holds '${', which Hydra reads as an interpolation" in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["missing", "folder", "fifo", "text", "pickle", "list"])
+def test_read_checkpoint_says_what_is_wrong_with_a_file(tmp_path, kind):
+    from dlops.runs.checkpoints import read_checkpoint
+
+    path = tmp_path / "last.ckpt"
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)  # torch.load would wait for a writer for ever
+    elif kind == "text":
+        path.write_text("not a checkpoint")
+    elif kind == "pickle":  # an object torch's safe loader refuses to build
+        torch.save({"state_dict": {}, "x": ConfigError("x")}, path)
+    elif kind == "list":
+        torch.save([1, 2], path)
+    expected = {"missing": "does not exist", "folder": "is not a regular file",
+                "fifo": "is not a regular file", "text": "is corrupt or truncated",
+                "pickle": "is corrupt or truncated", "list": "is not a Lightning training checkpoint"}
+    with pytest.raises(ConfigError, match=expected[kind]):
+        read_checkpoint(path)
+    if kind != "list":  # (a list has no hyperparameters to check: Lightning's own error follows)
+        with pytest.raises(ConfigError, match="does not exist|not a regular file|cannot be loaded safely"):
+            Classifier.load_from_checkpoint(path, weights_only=True)

@@ -8,6 +8,7 @@ checked against this list before anything is called.
 """
 
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from dlops.errors import ConfigError
@@ -73,6 +74,8 @@ def peek_hyperparameters(checkpoint: Any) -> dict[str, Any]:
     """The `hyper_parameters` of a checkpoint file (path or open file), read with torch's safe loader."""
     import torch
 
+    if isinstance(checkpoint, str | Path) and Path(checkpoint).exists() and not Path(checkpoint).is_file():
+        raise ConfigError(f"checkpoint {checkpoint} is not a regular file (a folder, a device or a FIFO).")
     position = checkpoint.tell() if hasattr(checkpoint, "seek") else None
     try:
         data = torch.load(checkpoint, map_location="cpu", weights_only=True)
