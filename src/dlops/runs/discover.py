@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dlops.errors import ConfigError
-from dlops.runs.safe_read import MAX_CSV, MAX_JSON, MAX_YAML, Unreadable, read_inside
+from dlops.runs.safe_read import MAX_CSV, MAX_JSON, MAX_YAML, Unreadable, check_inside, read_inside
 from dlops.runs.summary import SUMMARY_FILE
 
 METRICS_CSV = Path("csv") / "metrics.csv"
@@ -44,8 +45,12 @@ class Run:
 
     @cached_property
     def curves(self) -> dict[str, list[tuple[int, float]]]:
-        """Per metric, the (epoch, value) points of `csv/metrics.csv` (empty when absent)."""
-        return read_curves(self.path / METRICS_CSV, self.path)
+        """Per metric, the (epoch, value) points of `csv/metrics.csv` (empty when absent; read
+        when first asked for: a leaderboard from summaries alone never parses the CSVs)."""
+        try:
+            return read_curves(self.path / METRICS_CSV, self.path)
+        except Unreadable:  # checked in load_run already; changed since: no curves
+            return {}
 
 
 def is_run_dir(path: Path) -> bool:
@@ -99,9 +104,8 @@ def load_run(run_dir: Path) -> Run:
     run never stops a report of many.
     """
     try:
-        run = _load_run(run_dir)
-        run.curves  # noqa: B018 - read now, so that a damaged CSV marks this run alone
-        return run
+        _check_csv(run_dir)
+        return _load_run(run_dir)
     except Unreadable as exc:
         reason = str(exc)
     except Exception as exc:  # noqa: BLE001 - whatever the files hold, the report goes on
@@ -109,6 +113,22 @@ def load_run(run_dir: Path) -> Run:
     run = Run(path=run_dir, status="unreadable", overrides={}, error=reason)
     run.__dict__["curves"] = {}
     return run
+
+
+def _check_csv(run_dir: Path) -> None:
+    """Raise Unreadable for a metrics.csv that is no regular file inside the run dir, or too large
+    (a stat, no read: the CSV is parsed only when curves are asked for)."""
+    real = check_inside(run_dir / METRICS_CSV, run_dir)
+    if real is None:
+        return
+    try:
+        info = os.stat(real)
+    except OSError as exc:
+        raise Unreadable(f"{METRICS_CSV} cannot be read ({exc.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise Unreadable(f"{METRICS_CSV} is not a regular file")
+    if info.st_size > MAX_CSV:
+        raise Unreadable(f"{METRICS_CSV} is larger than {MAX_CSV >> 20} MiB")
 
 
 # summary.json fields a report reads, and the types they must have when present

@@ -24,18 +24,54 @@ class Unreadable(Exception):
     """A run file is there but not to be read; the message says why."""
 
 
-def read_inside(path: Path, root: Path, limit: int) -> bytes | None:
-    """The bytes of `path`; None when it does not exist. Raise Unreadable when it resolves outside
-    `root`, is not a regular file, or holds more than `limit` bytes."""
-    name = path.relative_to(root) if path.is_relative_to(root) else path
+def _plain_inside(path: Path, root: Path) -> bool | None:
+    """True when `path` is a regular file reached from `root` through no symlink (two lstat
+    calls, the common case); None when it does not exist; False when a full check is needed."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return False
+    parent = path.parent
+    while parent != root and parent.is_relative_to(root):  # e.g. csv/ of csv/metrics.csv
+        if parent.is_symlink():
+            return False
+        parent = parent.parent
+    return parent == root
+
+
+def check_inside(path: Path, root: Path) -> Path | None:
+    """The real path of `path`, a file that resolves inside `root`; None when absent; Unreadable
+    when it is a broken symlink, a loop or points outside."""
+    plain = _plain_inside(path, root)
+    if plain is None:
+        return None if not os.path.lexists(path) else _raise(f"{_name(path, root)} is a broken symlink")
+    if plain:
+        return path
     try:
         real = path.resolve(strict=True)
     except FileNotFoundError:
-        return None if not os.path.lexists(path) else _raise(f"{name} is a broken symlink")
+        return None if not os.path.lexists(path) else _raise(f"{_name(path, root)} is a broken symlink")
     except (OSError, RuntimeError) as exc:  # a symlink loop, a folder we may not enter
-        raise Unreadable(f"{name} cannot be resolved ({exc})") from None
+        raise Unreadable(f"{_name(path, root)} cannot be resolved ({exc})") from None
     if not real.is_relative_to(root.resolve()):
-        raise Unreadable(f"{name} points outside the run dir")
+        raise Unreadable(f"{_name(path, root)} points outside the run dir")
+    return real
+
+
+def _name(path: Path, root: Path) -> Path:
+    return path.relative_to(root) if path.is_relative_to(root) else path
+
+
+def read_inside(path: Path, root: Path, limit: int) -> bytes | None:
+    """The bytes of `path`; None when it does not exist. Raise Unreadable when it resolves outside
+    `root`, is not a regular file, or holds more than `limit` bytes."""
+    name = _name(path, root)
+    real = check_inside(path, root)
+    if real is None:
+        return None
     try:
         fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as exc:
