@@ -116,7 +116,8 @@ def column(run_dir: Path, name: str) -> list[float]:
 def test_own_classes_train_and_keep_the_best_checkpoint_by_their_metric(project):
     result = run(project, "datamodule=cancer", "model=logreg", "monitor=val_acc", "mode=max",
                  "trainer.max_epochs=4", "callbacks=[default,evaluation]", "logger=[csv,tensorboard]")
-    assert "LogReg has no test_step or CancerData no test_dataloader: not tested" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "LogReg has no test_step or CancerData no test_dataloader: not tested" in output
     [run_dir] = run_dirs(project / "work")
     info = summary(run_dir)
     assert info["status"] == "completed" and info["monitor"] == "val_acc"

@@ -15,7 +15,7 @@ import pytest
 from helpers import run_dirs, train
 
 from dlops.cli import main
-from dlops.runs.lock import LOCK_FILE
+from dlops.rundir.lock import LOCK_FILE
 
 pytestmark = pytest.mark.slow
 SECRET = "TOP-SECRET-not-a-run-file"

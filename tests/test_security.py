@@ -14,7 +14,7 @@ from helpers import TRAIN, clean_env, run_dirs, summary, train
 
 from dlops.errors import ConfigError
 from dlops.models.classifier import Classifier
-from dlops.runs import lock
+from dlops.rundir import lock
 
 pytestmark = pytest.mark.slow
 
@@ -171,7 +171,7 @@ def test_a_sweep_job_whose_dir_is_held_is_refused_and_the_sweep_goes_on(tmp_path
 def test_a_killed_holder_never_blocks_a_later_run(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from dlops.runs import lock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from dlops.rundir import lock; "
                                f"lock.acquire({str(run_dir)!r}); print('held', flush=True); time.sleep(60)"],
                               env=clean_env(), stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
@@ -203,7 +203,8 @@ def test_a_run_dir_with_run_files_but_no_summary_is_refused(tmp_path, finished):
 def test_resume_passes_any_run_dir_path_to_hydra_literally(tmp_path, finished, name):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from dlops.runs.resume import _resume_argv, command
+    from dlops.lifecycle.failures import continue_command as command
+    from dlops.lifecycle.resume import _resume_argv
 
     run_dir = tmp_path / name / "run"
     shutil.copytree(finished, run_dir)
@@ -238,7 +239,7 @@ def test_a_run_started_in_a_folder_holding_an_interpolation_gets_one_message(tmp
 
 @pytest.mark.parametrize("kind", ["missing", "folder", "fifo", "text", "pickle", "list"])
 def test_read_checkpoint_says_what_is_wrong_with_a_file(tmp_path, kind):
-    from dlops.runs.checkpoints import read_checkpoint
+    from dlops.lifecycle.checkpoints import read_checkpoint
 
     path = tmp_path / "last.ckpt"
     if kind == "folder":

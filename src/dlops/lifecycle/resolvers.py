@@ -1,13 +1,13 @@
 """OmegaConf resolvers used by the config tree (light: no torch here)."""
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from dlops.errors import ConfigError
+from dlops.lifecycle.argv import cannot_create
 
 # the datamodule that `${data:NAME}` reads: set by dlops.build once it is set up
 _datamodule: Any = None
@@ -31,52 +31,6 @@ def unique_dir(path: str) -> str:
                 candidate = f"{path}-{n}"
     except OSError as exc:
         raise SystemExit(cannot_create(candidate, exc)) from None  # Hydra would print a traceback
-
-
-def cannot_create(path: str, exc: OSError) -> str:
-    """The message for a run directory that cannot be made."""
-    return (f"error: cannot create the run directory {Path(path).resolve()}: {exc.strerror}. "
-            "Start train.py from a folder you can write to, or set hydra.run.dir "
-            "(hydra.sweep.dir with -m) to one.")
-
-
-def literal_path(value: str) -> str | None:
-    """The path a Hydra override value means, or None when Hydra decides it (an interpolation,
-    a sweep, anything but one string): `'a,b'` -> `a,b`, `a\\${x}` -> `a${x}`."""
-    if value[:1] in ("'", '"'):
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        try:
-            value = OverridesParser.create().parse_override(f"key={value}").value()
-        except Exception:  # noqa: BLE001 - not ours to judge: Hydra reports it
-            return None
-        if not isinstance(value, str):
-            return None
-    if re.search(r"(?<!\\)\$\{", value):
-        return None
-    return value.replace("\\${", "${") or None
-
-
-def make_run_dirs(argv: list[str]) -> None:
-    """Create the run (or sweep) directory given literally on the command line, before Hydra does,
-    so that an unwritable one ends with one message (exit code 1) instead of a traceback."""
-    key = "hydra.sweep.dir" if any(a in ("-m", "--multirun") for a in argv) else "hydra.run.dir"
-    for arg in argv[1:]:
-        name, _, value = arg.partition("=")
-        value = literal_path(value) if name.lstrip("+") == key else None
-        if value:
-            try:
-                Path(value).mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise SystemExit(cannot_create(value, exc)) from None
-            if key == "hydra.run.dir":  # before Hydra writes .hydra/ and train.log into it
-                from dlops.errors import ConfigError
-                from dlops.runs import lock
-
-                try:
-                    lock.acquire(value)
-                except ConfigError as exc:
-                    raise SystemExit(f"{Path(argv[0]).name}: error: cannot run in {value}: {exc}") from None
 
 
 def hydra_subdir(run_dir: str, name: str = ".hydra") -> str | None:

@@ -7,7 +7,6 @@ PyYAML for runs without a summary) is imported here, so reading hundreds of runs
 import csv
 import io
 import json
-import math
 import os
 import re
 import stat
@@ -19,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from dlops.errors import ConfigError
-from dlops.runs.safe_read import MAX_CSV, MAX_JSON, MAX_YAML, Unreadable, check_inside, read_inside
-from dlops.runs.summary import SUMMARY_FILE
+from dlops.rundir import layout, liveness, overrides
+from dlops.rundir.safe_read import MAX_CSV, MAX_JSON, MAX_YAML, Unreadable, check_inside, read_inside
 
-METRICS_CSV = Path("csv") / "metrics.csv"
+METRICS_CSV = layout.METRICS_CSV
+SUMMARY_FILE = layout.SUMMARY
 
 
 @dataclass
@@ -54,7 +54,7 @@ class Run:
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / SUMMARY_FILE).is_file() or (path / ".hydra").is_dir()
+    return (path / SUMMARY_FILE).is_file() or (path / layout.HYDRA_DIR).is_dir()
 
 
 def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
@@ -173,7 +173,7 @@ def _restore_non_finite(summary: dict[str, Any]) -> None:
     holds null in their place): a diverged run's final loss is NaN, not missing."""
     listed = summary.get("non_finite")
     for item in listed if isinstance(listed, list) else []:
-        name, _, text = str(item).rpartition("=")
+        name, _, text = str(item).rpartition("=") if "=" in str(item) else (str(item), "", "nan")
         section, _, metric = name.partition(".")
         value = _number(text)
         if section in ("last_metrics", "test_metrics") and isinstance(summary.get(section), dict) \
@@ -186,12 +186,12 @@ def _load_run(run_dir: Path) -> Run:
     if summary is None:
         return _load_without_summary(run_dir)
     status = summary.get("status") or "unknown"
-    if status == "running" and not _still_running(summary):
+    if status == "running" and liveness.writer_state(summary) == "dead":
         status = "killed"
     return Run(
         path=run_dir,
         status=status,
-        overrides=parse_overrides(summary.get("overrides") or _hydra_overrides(run_dir)),
+        overrides=overrides.as_dict(summary.get("overrides") or _hydra_overrides(run_dir)),
         monitor=summary.get("monitor") or "val_loss",
         mode=summary.get("mode") or "min",
         epochs=summary.get("epochs_completed"),
@@ -206,11 +206,11 @@ def _load_run(run_dir: Path) -> Run:
 
 def _load_without_summary(run_dir: Path) -> Run:
     """A run from before summary.json (or killed before writing it): facts from .hydra/ and CSV."""
-    config = _read_yaml(run_dir / ".hydra" / "config.yaml", run_dir)
+    config = _read_yaml(run_dir / layout.HYDRA_CONFIG, run_dir)
     config = config if isinstance(config, dict) else {}
     trainer = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}
     max_epochs = trainer.get("max_epochs")
-    run = Run(path=run_dir, status="unknown", overrides=parse_overrides(_hydra_overrides(run_dir)),
+    run = Run(path=run_dir, status="unknown", overrides=overrides.as_dict(_hydra_overrides(run_dir)),
               monitor=_text(config.get("monitor"), "val_loss"), mode=_text(config.get("mode"), "min"),
               max_epochs=max_epochs if isinstance(max_epochs, int) else None)
     for metric, points in run.curves.items():
@@ -221,23 +221,9 @@ def _load_without_summary(run_dir: Path) -> Run:
     return run
 
 
-def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
-    """`["seed=1", "+trainer.x=2", "~logger"]` -> `{"seed": "1", "trainer.x": "2", "logger": "~"}`.
-    """
-    parsed = {}
-    for item in overrides:
-        item = str(item)
-        if item.startswith("~"):
-            key, value = item[1:].split("=", 1)[0], "~"
-        else:
-            key, _, value = item.partition("=")
-        parsed[key.lstrip("+")] = value
-    return parsed
-
-
 def _hydra_overrides(run_dir: Path) -> list[str]:
-    overrides = _read_yaml(run_dir / ".hydra" / "overrides.yaml", run_dir)
-    return [o for o in overrides if isinstance(o, str)] if isinstance(overrides, list) else []
+    listed = _read_yaml(run_dir / layout.HYDRA_OVERRIDES, run_dir)
+    return [o for o in listed if isinstance(o, str)] if isinstance(listed, list) else []
 
 
 def _read_yaml(path: Path, run_dir: Path) -> Any:
@@ -313,38 +299,3 @@ def _duration(summary: dict[str, Any]) -> float | None:
         return (datetime.fromisoformat(summary["updated_at"]) - start).total_seconds()
     except (KeyError, TypeError, ValueError):
         return None
-
-
-def _still_running(summary: dict[str, Any]) -> bool:
-    """False when the run's process is gone from this host; True when alive or not ours to judge."""
-    pid, host = summary.get("pid"), summary.get("host")
-    if not isinstance(pid, int) or host != os.uname().nodename:
-        return True
-    attempt = (summary.get("attempts") or [summary])[-1]  # a resumed run: its latest start
-    return process_alive(pid, _number(attempt.get("started_at_unix")))
-
-
-def process_alive(pid: int, started_at: float | None = None) -> bool:
-    """Whether `pid` runs and (on Linux) is the same process that started at `started_at`."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. another user's process: it exists
-        pass
-    try:  # a zombie is dead; a process younger than the run is another one with a reused pid
-        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        if stat[0] == "Z":
-            return False
-        ticks = os.sysconf("SC_CLK_TCK")
-        started = _boot_time() + int(stat[19]) / ticks
-        return started_at is None or math.isnan(started_at) or started <= started_at + 2
-    except (OSError, IndexError, ValueError):
-        return True
-
-
-def _boot_time() -> float:
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("btime"):
-            return float(line.split()[1])
-    raise ValueError("no btime in /proc/stat")

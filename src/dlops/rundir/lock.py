@@ -1,4 +1,4 @@
-"""One writer per run dir: an exclusive `flock` on `RUN_DIR/.lock`, held for the whole run.
+"""One writer per run dir: an exclusive `flock` on `RUN_DIR/.dlops.lock`, held for the whole run.
 
 The kernel drops the lock when its process ends however it ends (a crash, SIGKILL), so a dead
 holder never blocks a later `resume=`; nothing needs cleaning up. Standard library only.
@@ -10,8 +10,9 @@ import os
 from pathlib import Path
 
 from dlops.errors import ConfigError
+from dlops.rundir import layout
 
-LOCK_FILE = ".lock"
+LOCK_FILE = layout.LOCK
 _held: dict[str, int] = {}  # resolved run dir -> open lock file of this process
 
 
@@ -68,15 +69,15 @@ def release(run_dir: str | Path) -> None:
 
 
 # what a run leaves in its dir besides .hydra/ (which Hydra writes before the run starts)
-RUN_FILES = ("summary.json", "checkpoints", "csv", "plots", "tensorboard", "wandb", "mlruns",
-             "traceback.txt")
+RUN_FILES = (layout.SUMMARY, layout.CHECKPOINTS, str(layout.METRICS_CSV.parent), layout.PLOTS,
+             "tensorboard", "wandb", "mlruns", layout.TRACEBACK)
 
 
 def run_files(run_dir: str | Path) -> list[str]:
     """The files of an earlier run in `run_dir` (a log with lines in it counts)."""
     run_dir = Path(run_dir)
     found = [name for name in RUN_FILES if os.path.lexists(run_dir / name)]
-    log_file = run_dir / "train.log"
+    log_file = run_dir / layout.LOG
     if log_file.is_file() and log_file.stat().st_size > 0:
-        found.append("train.log")
+        found.append(layout.LOG)
     return found

@@ -6,9 +6,9 @@ from datetime import datetime
 from html import escape
 from pathlib import Path
 
-from dlops.runs.report import Report, Table
-from dlops.runs.report_text import display_rows, shared_text, short_path
-from dlops.runs.safe_read import read_png
+from dlops.readers.report import Report, Table
+from dlops.readers.report_text import display_rows, shared_text, short_path
+from dlops.rundir.safe_read import read_png
 
 RUN_PLOTS = {"confusion matrix": "plots/confusion_matrix.png", "ROC": "plots/roc.png"}
 STYLE = """
@@ -88,5 +88,5 @@ def _runs(report: Report, labels: Sequence[str]) -> str:
 
 def _read(path: Path, run_dir: Path) -> bytes | None:
     """A PNG of the run dir, or None: absent (older runs, failed runs), not a PNG, or not to be
-    read (a symlink out of the run dir, a device, too large; see dlops.runs.safe_read)."""
+    read (a symlink out of the run dir, a device, too large; see dlops.rundir.safe_read)."""
     return read_png(path, run_dir)

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dlops.errors import ConfigError
-from dlops.runs.discover import METRICS_CSV, Run, read_curves
-from dlops.runs.safe_read import Unreadable
+from dlops.readers.discover import METRICS_CSV, Run, read_curves
+from dlops.rundir.safe_read import Unreadable
 
 MAX_LEGEND = 20  # more runs than this: the legend would hide the plot
 MAX_PANELS = 4  # kinds of metric in one run's learning curves (loss first)
@@ -81,7 +81,7 @@ def plot_curves(metric: str, curves: Sequence[tuple[str, Sequence[tuple[int, flo
 
 def _plain(text: str) -> str:
     """`text` as matplotlib shows it literally: `$` would start mathtext; shortened, printable."""
-    from dlops.runs.safe_text import printable
+    from dlops.rundir.safe_text import printable
 
     text = printable(text)
     return (text if len(text) <= 100 else text[:99] + "…").replace("$", r"\$")

@@ -12,12 +12,13 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from dlops.runs.summary import read_summary, write_json_atomic
+from dlops.readers.discover import load_run
+from dlops.readers.report import best_value
+from dlops.rundir import atomic, layout, refused
+from dlops.rundir import summary as run_summary
+from dlops.rundir.safe_text import printable
 
 COLUMNS = ("job", "status", "overrides", "monitor", "best", "duration_s", "run_dir", "error")
-# why this process refused to run a job of the current multirun, by resolved run dir: a refused
-# resume writes nothing into the run, so its summary cannot say that it was tried again
-REFUSED: dict[str, str] = {}
 
 
 def job_dirs(sweep_dir: str | Path) -> list[Path]:
@@ -27,23 +28,20 @@ def job_dirs(sweep_dir: str | Path) -> list[Path]:
 
 
 def job_row(run_dir: Path) -> dict[str, Any]:
-    """One job as a row of the sweep summary; a job that never wrote `summary.json` is `missing`."""
-    summary = read_summary(run_dir) or {}
-    monitor = summary.get("monitor")
-    best = summary.get("best_metric")
-    if best is None and summary.get("status") == "completed":  # no checkpoint callback
-        best = (summary.get("last_metrics") or {}).get(monitor)
-    error = summary.get("error") or {}
+    """One job as a row of the sweep summary, read as `dlops report` reads it (one rule for
+    "best": see `dlops.readers.report.best_value`); a job that never wrote summary.json is
+    `missing`, one that says running but whose process is gone is `killed`."""
+    run = load_run(run_dir)
     return {
         "job": int(run_dir.name) if run_dir.name.isdigit() else run_dir.name,
-        "status": summary.get("status", "missing"),
-        "overrides": list(summary.get("overrides") or []),
-        "monitor": monitor,
-        "best": best,
-        "duration_s": summary.get("duration_s"),
+        "status": run.status if (run_dir / layout.SUMMARY).is_file() else "missing",
+        "overrides": [f"~{k}" if v == "~" else f"{k}={v}" for k, v in run.overrides.items()],
+        "monitor": run.monitor,
+        "best": best_value(run, run.monitor, run.mode),
+        "duration_s": run.duration_s,
         "run_dir": str(run_dir.resolve()),
-        "error": " ".join((error.get("message") or "").split())[:300],
-        "mode": summary.get("mode"),
+        "error": " ".join((run.error or "").split())[:300],
+        "mode": run.mode,
     }
 
 
@@ -56,22 +54,35 @@ def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     return min(scored, key=lambda r: sign * r["best"])
 
 
-def write_sweep_summary(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """Write `summary.csv`, `summary.md` and (if a job completed) `best.json` at the sweep root."""
-    sweep_dir = Path(sweep_dir)
+def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    """A row per job; a job whose resume this multirun refused (`refused.json`) is `refused`."""
     rows = [job_row(d) for d in job_dirs(sweep_dir)]
-    with open(sweep_dir / "summary.csv", "w", newline="") as file:
+    reasons = refused.read(sweep_dir)
+    for r in rows:
+        if r["run_dir"] in reasons:
+            r.update(status="refused", error=reasons[r["run_dir"]])
+    return rows
+
+
+def write_sweep_summary(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """Write `summary.csv`, `summary.md` and (if a job completed) `best.json` at the sweep root.
+
+    A job whose resume this multirun refused (`refused.json`) is listed as `refused`, with why.
+    """
+    sweep_dir = Path(sweep_dir)
+    rows = sweep_rows(sweep_dir)
+    with open(sweep_dir / layout.SWEEP_CSV, "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows({**r, "overrides": " ".join(r["overrides"])} for r in rows)
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_cell(r, c).replace("|", "\\|") for c in COLUMNS) + " |"
               for r in rows]
-    (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    (sweep_dir / layout.SWEEP_MD).write_text("\n".join(lines) + "\n")
     best = best_row(rows)
     if best:
-        summary = read_summary(best["run_dir"]) or {}
-        write_json_atomic(sweep_dir / "best.json", {
+        summary = run_summary.read(best["run_dir"]) or {}
+        atomic.write_json(sweep_dir / layout.BEST, {
             "job": best["job"], "run_dir": best["run_dir"], "monitor": best["monitor"],
             "mode": best["mode"], "best": best["best"], "overrides": best["overrides"],
             "best_checkpoint": summary.get("best_checkpoint"),
@@ -84,31 +95,33 @@ def print_sweep_summary(rows: list[dict[str, Any]], sweep_dir: Path) -> None:
     and the best job under it."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    from dlops.runs.safe_text import rich_text  # config strings are text, never rich markup
+    def text(value: Any) -> Text:  # config strings are text: never rich markup, never escapes
+        return Text(printable(value))
 
     shared = set.intersection(*(set(r["overrides"]) for r in rows)) if rows else set()
     rows = [{**r, "overrides": [o for o in r["overrides"] if o not in shared]} for r in rows]
-    table = Table(title=rich_text(f"sweep {sweep_dir} " + " ".join(sorted(shared))))
+    table = Table(title=text(f"sweep {sweep_dir} " + " ".join(sorted(shared))))
     shown = ("job", "status", "overrides", "best", "duration_s", "error")
     for column in shown:
         title = f"best {rows[0]['monitor']}" if column == "best" and rows else column
-        table.add_column(rich_text(title), overflow="fold")
+        table.add_column(text(title), overflow="fold")
     for r in rows:
-        table.add_row(*(rich_text(_cell(r, c)) for c in shown),
+        table.add_row(*(text(_cell(r, c)) for c in shown),
                       style=None if r["status"] == "completed" else "red")
     console = Console()
     console.print(table)
     best = best_row(rows)
     if best:
-        console.print(rich_text(f"best: job {best['job']} {best['monitor']}={best['best']:.4f} "
-                                f"({_cell(best, 'overrides')}) in {best['run_dir']}"))
-    console.print(rich_text(f"sweep summary: {sweep_dir / 'summary.csv'}, {sweep_dir / 'summary.md'}"))
+        console.print(text(f"best: job {best['job']} {best['monitor']}={best['best']:.4f} "
+                           f"({_cell(best, 'overrides')}) in {best['run_dir']}"))
+    console.print(text(f"sweep summary: {sweep_dir / layout.SWEEP_CSV}, {sweep_dir / layout.SWEEP_MD}"))
 
 
 def _summary_text(run_dir: Path) -> str | None:
     try:
-        return (run_dir / "summary.json").read_text()
+        return (run_dir / layout.SUMMARY).read_text()
     except OSError:
         return None
 
@@ -124,7 +137,7 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.earlier = {d.name: _summary_text(d) for d in job_dirs(config.hydra.sweep.dir)}
-        REFUSED.clear()
+        refused.clear(config.hydra.sweep.dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -133,12 +146,9 @@ class SweepSummary(Callback):
         except Exception as exc:  # noqa: BLE001 - the jobs' outcome still decides the exit code
             print(f"could not write the sweep summary in {sweep_dir}: {exc!r}", file=sys.stderr)
             try:
-                rows = [job_row(d) for d in job_dirs(sweep_dir)]
+                rows = sweep_rows(sweep_dir)
             except Exception:  # noqa: BLE001 - nothing says the jobs completed: fail
                 raise SystemExit(1) from None
-        for r in rows:
-            if r["run_dir"] in REFUSED:
-                r.update(status="refused", error=REFUSED[r["run_dir"]])
         try:
             print_sweep_summary(rows, sweep_dir)
         except Exception as exc:  # noqa: BLE001 - Hydra would turn it into a warning and exit 0

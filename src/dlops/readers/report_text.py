@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dlops.runs.discover import Run
-from dlops.runs.report import Report, Table
-from dlops.runs.safe_text import printable
+from dlops.readers.discover import Run
+from dlops.readers.report import Report, Table
+from dlops.rundir.safe_text import printable
 
 STATUS_STYLES = {"completed": "green", "failed": "red", "diverged": "red", "killed": "yellow",
                  "interrupted": "yellow", "running": "cyan", "unknown": "dim", "unreadable": "red"}

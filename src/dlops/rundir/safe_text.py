@@ -15,10 +15,3 @@ def printable(value: Any) -> str:
     """`str(value)` with every control or invisible format character written as its escape
     (`\\x1b`, `\\n`, `\\u202e`), so it shows as text instead of acting on the terminal."""
     return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(value))
-
-
-def rich_text(value: Any, style: str = "") -> Any:
-    """A rich `Text` of `printable(value)`: rich shows it as it is, never as markup."""
-    from rich.text import Text
-
-    return Text(printable(value), style=style)

@@ -1,7 +1,7 @@
 """Compare runs: filter, rank and group them into the leaderboard and its aggregation over seeds.
 
 Rows hold raw values (floats, ints, strings, None), so that CSV and JSON give the numbers of
-the runs' own summary.json files; `dlops.runs.report_text` formats them for people.
+the runs' own summary.json files; `dlops.readers.report_text` formats them for people.
 """
 
 import math
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dlops.errors import ConfigError
-from dlops.runs.discover import Run
+from dlops.readers.discover import Run
 
 TEST_METRICS = ("test_loss", "test_acc", "test_auroc")
 
