@@ -193,8 +193,8 @@ def test_a_run_dir_with_run_files_but_no_summary_is_refused(tmp_path, finished):
         assert result.returncode == 1 and "Traceback" not in output
         assert "no summary.json" in output and "checkpoints, csv" in output
     after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != "train.log"}
-    assert {p: b for p, b in after.items() if p.name != ".lock"} == \
-        {p: b for p, b in before.items() if p.name != ".lock"}
+    assert {p: b for p, b in after.items() if p.name != lock.LOCK_FILE} == \
+        {p: b for p, b in before.items() if p.name != lock.LOCK_FILE}
 
 
 # ---------------------------------------------------------------- paths Hydra cannot parse as given
