@@ -93,7 +93,7 @@ def test_resume_of_a_read_only_run_dir_gets_one_message(tmp_path, tmpfs):
     train(tmp_path, f"hydra.run.dir={run_dir}", "trainer.max_epochs=1", "datamodule.batch_size=256",
           "test=false", "callbacks=none")
     disk = tmpfs("16m")
-    shutil.copytree(run_dir, disk / "run", ignore=shutil.ignore_patterns(".lock"))
+    shutil.copytree(run_dir, disk / "run", ignore=shutil.ignore_patterns(".dlops.lock"))
     subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
     result = train(tmp_path, f"resume={disk / 'run'}", "trainer.max_epochs=2", check=False)
     output = result.stdout + result.stderr
