@@ -34,9 +34,11 @@ def fails(cwd: Path, *overrides: str, env: dict | None = None) -> str:
 
 
 def fingerprint(folder: Path) -> dict[str, str]:
-    """A hash per file under `folder` (train.log: only that it exists, as new lines are appended)."""
+    """A hash per file under `folder` (train.log: only that it exists, as new lines are appended;
+    .dlops.lock: not at all, as every process that asks for the run dir says who it is there)."""
     return {str(p.relative_to(folder)): "log" if p.name == "train.log" else
-            hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+            hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".dlops.lock"}
 
 
 def failed_with(cwd: Path, message: str) -> None:

@@ -147,7 +147,9 @@ def test_resumed_sweep_whose_failed_job_fails_again_exits_1(tmp_path):
 def test_completed_run_says_so_and_can_be_extended(tmp_path):
     train(tmp_path, "trainer.max_epochs=1", BATCH)
     [run_dir] = run_dirs(tmp_path)
-    files = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != "train.log"}
+    # train.log gets the resume's lines, the lock file the name of its latest holder
+    files = {p: p.read_bytes() for p in run_dir.rglob("*")
+             if p.is_file() and p.name not in ("train.log", ".dlops.lock")}
 
     result = train(tmp_path, f"resume={run_dir}")
     assert "already completed (1 epochs" in result.stdout + result.stderr
@@ -256,7 +258,7 @@ def test_resume_argv_for_a_run_a_sweep_and_refusals(tmp_path, monkeypatch):
     (run / ".hydra" / "config.yaml").write_text("seed: 1\n")
     (run / "summary.json").write_text(json.dumps({"started_at_unix": 1.0}))
     assert _resume_argv(["train.py", "resume=latest", "trainer.max_epochs=9"]) == [
-        "train.py", "trainer.max_epochs=9", f"resume={run}", f"hydra.run.dir={run}"]
+        "train.py", "trainer.max_epochs=9", f"resume='{run}'", f"hydra.run.dir='{run}'"]  # quoted for Hydra
     with pytest.raises(ConfigError, match="model=cnn cannot be given"):
         _resume_argv(["train.py", f"resume={run}", "model=cnn"])
     with pytest.raises(ConfigError, match="not a dlops run directory"):
@@ -273,7 +275,7 @@ def test_resume_argv_for_a_run_a_sweep_and_refusals(tmp_path, monkeypatch):
     save_sweep("seed=1,2", "trainer.max_epochs=3")
     assert _resume_argv(["train.py", f"resume={sweep}", "trainer.max_epochs=4"]) == [
         "train.py", "-m", "seed=1,2", "hydra/launcher=basic", "trainer.max_epochs=4",
-        f"hydra.sweep.dir={sweep}", f"resume={sweep}"]
+        f"hydra.sweep.dir='{sweep}'", f"resume='{sweep}'"]
     save_sweep("seed=1,2", "trainer.max_epochs=2,3")
     with pytest.raises(ConfigError, match="would change the jobs"):
         _resume_argv(["train.py", "-m", f"resume={sweep}", "trainer.max_epochs=5"])

@@ -43,9 +43,11 @@ def report(args: argparse.Namespace) -> None:
     labels = [run_label(run, result.varying) for run in result.runs]
     pngs = curve_pngs(result.runs, labels, result.metrics)
     if args.curves:
+        from dlops.rundir.safe_read import safe_file_name
+
         Path(args.curves).mkdir(parents=True, exist_ok=True)
-        for metric, png in pngs.items():
-            (Path(args.curves) / f"{metric}.png").write_bytes(png)
+        for metric, png in pngs.items():  # metric names come from the runs' files: never a path
+            (Path(args.curves) / f"{safe_file_name(metric)}.png").write_bytes(png)
         print(f"wrote {len(pngs)} learning-curve PNG(s) to {args.curves}", file=sys.stderr)
     if args.html:
         from dlops.readers.report_html import render_html

@@ -1,6 +1,7 @@
 """`train(cfg)`: the one place that wires data, model, loggers, callbacks and trainer together."""
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,23 @@ def train(cfg: DictConfig) -> float | None:
     run_dir = Path(cfg.paths.output_dir)
     if not is_rank_zero():  # a DDP rank > 0, started by Lightning or SLURM: rank 0 records the run
         return train_other_rank(cfg, run_dir)
+    from dlops.rundir import lock
+
+    try:  # one writer per run dir, for the whole run (see dlops.rundir.lock)
+        acquired = lock.acquire(run_dir)
+    except ConfigError as exc:
+        return refuse(exc, run_dir, _sweep_dir())
+    try:
+        return train_locked(cfg, run_dir)
+    finally:
+        if acquired:
+            lock.release(run_dir)
+
+
+def train_locked(cfg: DictConfig, run_dir: Path) -> float | None:
+    """`train` for rank 0, holding the run dir's lock."""
+    from dlops.rundir.lock import run_files
+
     checkpoint, summary = None, None
     if cfg.get("resume"):
         from dlops.lifecycle.resume import plan
@@ -43,9 +61,12 @@ def train(cfg: DictConfig) -> float | None:
             log.info(resumed.done)
             return resumed.objective
         cfg, checkpoint, summary = resumed.cfg, resumed.checkpoint, resumed.summary
-    elif (run_dir / layout.SUMMARY).exists():  # e.g. hydra.run.dir=<an old run>: never overwrite it
-        return refuse(ConfigError(f"{run_dir} already holds a run; continue it with resume={run_dir} "
-                                  "or choose another hydra.run.dir"), run_dir, _sweep_dir())
+    elif found := run_files(run_dir):  # e.g. hydra.run.dir=<an old run>: never overwrite it
+        text = (f"{run_dir} already holds a run; continue it with resume={run_dir} or choose another "
+                "hydra.run.dir" if layout.SUMMARY in found else f"{run_dir} already holds a run's "
+                f"files ({', '.join(found)}) but no {layout.SUMMARY} to continue it from; choose another "
+                "hydra.run.dir. Nothing in it was changed.")
+        return refuse(ConfigError(text), run_dir, _sweep_dir())
     summary = summary or start_summary(cfg, run_dir)
     run_summary.write(run_dir, summary)
     signals.install()
@@ -58,9 +79,24 @@ def train(cfg: DictConfig) -> float | None:
     finally:
         signals.restore()
     run_summary.ended(summary, "completed")
+    if warning := not_finite_warning(summary):  # completed, but its result is no number
+        summary.setdefault("warnings", []).append(warning)
+        log.warning(warning)
     run_summary.write(run_dir, summary)
     log_outcome(summary, run_dir)
     return objective
+
+
+def not_finite_warning(summary: dict[str, Any]) -> str | None:
+    """What to say when a run completed but its monitored metric is NaN or infinite."""
+    monitor = summary.get("monitor")
+    values = [summary.get("best_metric"), (summary.get("last_metrics") or {}).get(monitor)]
+    bad = [v for v in values if isinstance(v, float) and not math.isfinite(v)]
+    if not bad:
+        return None
+    return (f"the run completed, but its monitored metric {monitor} is {bad[0]}: its result is not "
+            "a number (summary.json writes null and lists it in non_finite). Lower "
+            "model.optimizer.lr or check the data.")
 
 
 def _sweep_dir() -> Path | None:

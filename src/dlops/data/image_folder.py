@@ -1,6 +1,8 @@
 """Images from folders in the reference project's layout: root/{train,val,test}/<class>/*.png."""
 
+import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -8,6 +10,10 @@ import torch
 from dlops.data.base import InMemoryDataModule, Split
 from dlops.errors import ConfigError
 
+if TYPE_CHECKING:
+    from PIL import Image
+
+log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
@@ -16,11 +22,26 @@ def class_folders(split_dir: Path) -> list[str]:
     return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def to_mode(image: "Image.Image", color_mode: str) -> tuple["Image.Image", bool]:
+    """`image` in `color_mode` (L or RGB), and whether it was read from its alpha channel.
+
+    Converting drops the alpha channel; an image of one colour whose shape is drawn only in
+    alpha (a glyph on a transparent background) would read blank, so its alpha is the image.
+    """
+    if "A" in image.getbands() or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        colour_extrema = rgba.convert("RGB").getextrema()
+        low, high = rgba.getchannel("A").getextrema()
+        if all(lo == hi for lo, hi in colour_extrema) and low != high:
+            return rgba.getchannel("A").convert(color_mode), True
+    return image.convert(color_mode), False
+
+
 def read_split(split_dir: Path, classes: list[str], color_mode: str, size: int | None) -> Split:
     """Decode every image of one split into a uint8 `(N, C, H, W)` tensor."""
     from PIL import Image, UnidentifiedImageError
 
-    arrays, labels = [], []
+    arrays, labels, alpha_only = [], [], []
     for label, name in enumerate(classes):
         files = sorted(f for f in (split_dir / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
@@ -29,13 +50,19 @@ def read_split(split_dir: Path, classes: list[str], color_mode: str, size: int |
         for file in files:
             try:
                 with Image.open(file) as image:
-                    image = image.convert(color_mode)
+                    image, from_alpha = to_mode(image, color_mode)
                     if size is not None and image.size != (size, size):
                         image = image.resize((size, size))
                     arrays.append(np.asarray(image, dtype=np.uint8))
-            except (UnidentifiedImageError, OSError) as exc:
+            except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
                 raise ConfigError(f"cannot read image {file}: {exc}. Remove or replace the file.") from None
+            if from_alpha:
+                alpha_only.append(file)
             labels.append(label)
+    if alpha_only:
+        log.warning("%d image(s) in %s, e.g. %s, hold their content only in the alpha channel "
+                    "(one colour, varying transparency): read from the alpha channel instead",
+                    len(alpha_only), split_dir, alpha_only[0])
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise ConfigError(

@@ -1,11 +1,13 @@
 """The command line of `train.py` before Hydra reads it: which kind of run, which config flags,
 and a run dir given literally, created early so that an unwritable one is one message."""
 
+import re
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from dlops.rundir import overrides
+from dlops.errors import ConfigError
+from dlops.rundir import lock, overrides
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
 CONFIG_FLAGS = ("-cp", "-cn", "-cd", "--config-path", "--config-name", "--config-dir")
@@ -44,9 +46,40 @@ def make_run_dirs(argv: list[str]) -> None:
     wanted = "hydra.sweep.dir" if is_multirun(argv) else "hydra.run.dir"
     for arg in argv[1:]:
         if overrides.is_override(arg) and overrides.key(arg) == wanted:
-            value = overrides.value(arg)
-            if value and "${" not in value:
+            value = literal_path(overrides.value(arg))
+            if value:
                 try:
                     Path(value).mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
                     raise SystemExit(cannot_create(value, exc)) from None
+                if wanted == "hydra.run.dir":  # before Hydra writes .hydra/ and train.log into it
+                    try:
+                        lock.acquire(value)
+                    except ConfigError as exc:
+                        name = Path(argv[0]).name
+                        raise SystemExit(f"{name}: error: cannot run in {value}: {exc}") from None
+
+
+def literal_path(value: str) -> str | None:
+    """The path a Hydra override value means, or None when Hydra decides it (an interpolation,
+    a sweep, anything but one string): `'a,b'` -> `a,b`, `a\\${x}` -> `a${x}`."""
+    if value[:1] in ("'", '"'):
+        try:
+            value = OverridesParser.create().parse_override(f"key={value}").value()
+        except Exception:  # noqa: BLE001 - not ours to judge: Hydra reports it
+            return None
+        if not isinstance(value, str):
+            return None
+    if re.search(r"(?<!\\)\$\{", value):
+        return None
+    return value.replace("\\${", "${") or None
+
+
+def hydra_value(path: str | Path) -> str:
+    """`path` as a Hydra override value that means exactly it: quoted (so `,` `[` `'` and
+    non-ASCII are text) with `${` escaped (so OmegaConf does not interpolate it)."""
+    text = str(path)
+    if "\\" in text:
+        raise ConfigError(f"{text}: resume= cannot pass a path holding a backslash to Hydra; "
+                          "rename the folder.")
+    return "'" + text.replace("'", "\\'").replace("${", "\\${") + "'"

@@ -44,6 +44,11 @@ def save_atomic(checkpoint: dict[str, Any], path: str | Path) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None:  # a failed write() names no file: say which one
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -64,6 +69,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a training checkpoint with torch's safe loader, or raise ConfigError saying what is wrong."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # torch.load would wait on a FIFO for ever
+        raise ConfigError(f"checkpoint {path} is not a regular file (a folder, a device or a FIFO).")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

@@ -122,8 +122,10 @@ def record_failure(exc: BaseException, run_dir: Path, summary: dict[str, Any],
 
 
 def continue_command(run_dir: Path) -> str:
-    """The command that resumes `run_dir`."""
-    return f"python train.py resume={run_dir}"
+    """The command that resumes `run_dir`, quoted for the shell (`resume=` reads the path as is)."""
+    import shlex
+
+    return f"python train.py {shlex.quote(f'resume={run_dir}')}"
 
 
 def refuse(exc: ConfigError, run_dir: Path, sweep_dir: Path | None) -> float:

@@ -21,9 +21,11 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from dlops.errors import ConfigError
-from dlops.lifecycle.argv import is_multirun, make_run_dirs, swept_keys
+from dlops.lifecycle.argv import hydra_value, is_multirun, make_run_dirs, swept_keys
 from dlops.lifecycle.ddp import is_rank_zero
-from dlops.rundir import layout, liveness
+from dlops.lifecycle.failures import continue_command
+from dlops.lifecycle.group_options import quote_numeric_options
+from dlops.rundir import layout, liveness, lock
 from dlops.rundir import summary as run_summary
 from dlops.rundir.overrides import is_override
 from dlops.rundir.overrides import key as override_key
@@ -51,7 +53,9 @@ def hydra_argv(argv: list[str]) -> list[str]:
     """
     if not is_rank_zero():  # a DDP rank > 0 that Lightning started in rank 0's run dir: as given
         return argv
+    argv = quote_numeric_options(argv, Path(argv[0]).resolve().parent / "conf")
     try:
+        _check_path(Path.cwd(), "the current folder")
         argv = _resume_argv(argv)
     except ConfigError as exc:
         raise SystemExit(f"{Path(argv[0]).name}: error: {exc}") from None
@@ -71,6 +75,7 @@ def _resume_argv(argv: list[str]) -> list[str]:
     target = target.resolve()
     if not target.is_dir():
         raise ConfigError(f"resume={values[-1]}: {target} is not a directory.")
+    _check_path(target, f"resume={values[-1]}")
     refused = [a for a in rest if is_override(a) and _changes_the_run(override_key(a))]
     if refused:
         raise ConfigError(
@@ -79,13 +84,21 @@ def _resume_argv(argv: list[str]) -> list[str]:
             "Start a new run to change anything else.")
     if (target / layout.MULTIRUN).is_file():
         flags = [a for a in rest if not is_multirun([a])]
-        return [argv[0], "-m", *_sweep_overrides(target, flags), f"resume={target}"]
+        return [argv[0], "-m", *_sweep_overrides(target, flags), f"resume={hydra_value(target)}"]
     if multirun:
         raise ConfigError(f"{target} is not a sweep directory (no multirun.yaml); "
-                          f"resume a single run without -m: python train.py resume={target}")
+                          f"resume a single run without -m: {continue_command(target)}")
     _check_run_dir(target)
+    lock.acquire(target)  # before Hydra writes into it; held until this process ends
     _enter_start_dir(target / ".hydra" / "hydra.yaml")
-    return [argv[0], *rest, f"resume={target}", f"hydra.run.dir={target}"]
+    return [argv[0], *rest, f"resume={hydra_value(target)}", f"hydra.run.dir={hydra_value(target)}"]
+
+
+def _check_path(path: Path, what: str) -> None:
+    """Refuse a path Hydra cannot work in: it stores paths in its config, where `${` interpolates."""
+    if "${" in str(path):
+        raise ConfigError(f"{what}: {path} holds '${{', which Hydra reads as an interpolation in the "
+                          "paths it keeps in its config, so no run can work there. Rename the folder.")
 
 
 def latest(root: Path) -> Path:
@@ -145,7 +158,7 @@ def _sweep_overrides(sweep_dir: Path, args: list[str]) -> list[str]:
     sources = OmegaConf.select(saved, "hydra.runtime.config_sources") or []
     config_dirs = [f"--config-dir={s.path}" for s in sources
                    if s.provider == "command-line" and s.schema == "file" and s.path not in " ".join(args)]
-    return [*config_dirs, *task, *hydra, *args, f"hydra.sweep.dir={sweep_dir}"]
+    return [*config_dirs, *task, *hydra, *args, f"hydra.sweep.dir={hydra_value(sweep_dir)}"]
 
 
 @dataclass
@@ -170,7 +183,7 @@ def resumed_config(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, str | No
     for key in (override_key(o) for o in overrides):
         if key in RESUMABLE_KEYS:
             OmegaConf.update(new, key, OmegaConf.select(cfg, key), force_add=True)
-    new.resume = str(run_dir)
+    new.resume = str(run_dir).replace("${", "\\${")  # a path, never an interpolation
     checkpoint = run_dir / LAST_CHECKPOINT
     return new, str(checkpoint) if checkpoint.exists() else None
 
@@ -185,6 +198,10 @@ def plan(cfg: DictConfig, run_dir: Path) -> Plan:
     original = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     old = run_summary.read(run_dir)
     if old is None:  # a sweep job that never started (or a run that died before its first write)
+        if found := lock.run_files(run_dir):
+            raise ConfigError(f"{run_dir} has no {layout.SUMMARY} but holds a run's files "
+                              f"({', '.join(found)}); resuming would start it over and overwrite "
+                              "them. Move them away first.")
         return Plan(cfg=new)
     status = old.get("status")
     writer = liveness.writer_state(old) if status == "running" else "dead"
@@ -202,7 +219,7 @@ def plan(cfg: DictConfig, run_dir: Path) -> Plan:
     if status == "completed" and not changed:
         return Plan(done=f"{run_dir} already completed ({old.get('epochs_completed')} epochs, best "
                          f"{old.get('monitor')}={old.get('best_metric')}); nothing to resume. To train it "
-                         f"longer: python train.py resume={run_dir} trainer.max_epochs=N",
+                         f"longer: {continue_command(run_dir)} trainer.max_epochs=N",
                     objective=old.get("best_metric"))
     from dlops.validate import validate
 

@@ -16,6 +16,7 @@ from dlops.readers.discover import load_run
 from dlops.readers.report import best_value
 from dlops.rundir import atomic, layout, refused
 from dlops.rundir import summary as run_summary
+from dlops.rundir.safe_text import printable
 
 COLUMNS = ("job", "status", "overrides", "monitor", "best", "duration_s", "run_dir", "error")
 
@@ -53,17 +54,23 @@ def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     return min(scored, key=lambda r: sign * r["best"])
 
 
+def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    """A row per job; a job whose resume this multirun refused (`refused.json`) is `refused`."""
+    rows = [job_row(d) for d in job_dirs(sweep_dir)]
+    reasons = refused.read(sweep_dir)
+    for r in rows:
+        if r["run_dir"] in reasons:
+            r.update(status="refused", error=reasons[r["run_dir"]])
+    return rows
+
+
 def write_sweep_summary(sweep_dir: str | Path) -> list[dict[str, Any]]:
     """Write `summary.csv`, `summary.md` and (if a job completed) `best.json` at the sweep root.
 
     A job whose resume this multirun refused (`refused.json`) is listed as `refused`, with why.
     """
     sweep_dir = Path(sweep_dir)
-    rows = [job_row(d) for d in job_dirs(sweep_dir)]
-    reasons = refused.read(sweep_dir)
-    for r in rows:
-        if r["run_dir"] in reasons:
-            r.update(status="refused", error=reasons[r["run_dir"]])
+    rows = sweep_rows(sweep_dir)
     with open(sweep_dir / layout.SWEEP_CSV, "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
@@ -88,25 +95,29 @@ def print_sweep_summary(rows: list[dict[str, Any]], sweep_dir: Path) -> None:
     and the best job under it."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    def text(value: Any) -> Text:  # config strings are text: never rich markup, never escapes
+        return Text(printable(value))
 
     shared = set.intersection(*(set(r["overrides"]) for r in rows)) if rows else set()
     rows = [{**r, "overrides": [o for o in r["overrides"] if o not in shared]} for r in rows]
-    table = Table(title=f"sweep {sweep_dir} " + " ".join(sorted(shared)))
+    table = Table(title=text(f"sweep {sweep_dir} " + " ".join(sorted(shared))))
     shown = ("job", "status", "overrides", "best", "duration_s", "error")
     for column in shown:
         title = f"best {rows[0]['monitor']}" if column == "best" and rows else column
-        table.add_column(title, overflow="fold")
+        table.add_column(text(title), overflow="fold")
     for r in rows:
-        table.add_row(*(_cell(r, c) for c in shown),
+        table.add_row(*(text(_cell(r, c)) for c in shown),
                       style=None if r["status"] == "completed" else "yellow" if r["status"] == "pruned"
                       else "red")
     console = Console()
     console.print(table)
     best = best_row(rows)
     if best:
-        console.print(f"best: job {best['job']} {best['monitor']}={best['best']:.4f} "
-                      f"({_cell(best, 'overrides')}) in {best['run_dir']}")
-    console.print(f"sweep summary: {sweep_dir / layout.SWEEP_CSV}, {sweep_dir / layout.SWEEP_MD}")
+        console.print(text(f"best: job {best['job']} {best['monitor']}={best['best']:.4f} "
+                           f"({_cell(best, 'overrides')}) in {best['run_dir']}"))
+    console.print(text(f"sweep summary: {sweep_dir / layout.SWEEP_CSV}, {sweep_dir / layout.SWEEP_MD}"))
 
 
 def _summary_text(run_dir: Path) -> str | None:
@@ -131,8 +142,18 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        rows = write_sweep_summary(sweep_dir)
-        print_sweep_summary(rows, sweep_dir)
+        try:
+            rows = write_sweep_summary(sweep_dir)
+        except Exception as exc:  # noqa: BLE001 - the jobs' outcome still decides the exit code
+            print(f"could not write the sweep summary in {sweep_dir}: {exc!r}", file=sys.stderr)
+            try:
+                rows = sweep_rows(sweep_dir)
+            except Exception:  # noqa: BLE001 - nothing says the jobs completed: fail
+                raise SystemExit(1) from None
+        try:
+            print_sweep_summary(rows, sweep_dir)
+        except Exception as exc:  # noqa: BLE001 - Hydra would turn it into a warning and exit 0
+            print(f"could not print the sweep summary: {exc!r}", file=sys.stderr)
         launched = [r for r in rows if (name := Path(r["run_dir"]).name) not in self.earlier
                     or _summary_text(Path(r["run_dir"])) != self.earlier[name]
                     or r["status"] == "refused"]

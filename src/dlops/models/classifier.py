@@ -69,6 +69,27 @@ class Classifier(pl.LightningModule):
         self.val_probs: torch.Tensor | None = None
         self.val_labels: torch.Tensor | None = None
 
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None,  # type: ignore[override]
+                             hparams_file: Any = None, strict: bool | None = None,
+                             weights_only: bool | None = True, **kwargs: Any) -> "Classifier":
+        """Lightning's loader, after checking that the file's hyperparameters name only allowed
+        classes (see dlops.models.allowlist): a checkpoint never runs code. Arguments given here
+        (e.g. `net=cfg.model.net`) are code the caller trusts and replace the file's."""
+        from dlops.models.allowlist import check_hyperparameters, peek_hyperparameters
+
+        hparams = {k: v for k, v in peek_hyperparameters(checkpoint_path).items() if k not in kwargs}
+        check_hyperparameters(hparams, f"checkpoint {checkpoint_path}")
+        if hparams_file is not None:
+            import yaml
+
+            with open(hparams_file) as file:
+                extra = yaml.safe_load(file) or {}
+            extra = extra if isinstance(extra, dict) else {}
+            check_hyperparameters({k: v for k, v in extra.items() if k not in kwargs}, str(hparams_file))
+        return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict,
+                                            weights_only=weights_only, **kwargs)
+
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets `_current_fx_name` around every hook, ~40 times a training step, and
         # nn.Module.__setattr__ spends microseconds each time finding out that it is a plain value.

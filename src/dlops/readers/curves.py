@@ -1,11 +1,13 @@
 """Learning curves from csv/metrics.csv: one run's two-panel figure, and many runs overlaid."""
 
 import io
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 from dlops.errors import ConfigError
 from dlops.readers.discover import METRICS_CSV, Run, read_curves
+from dlops.rundir.safe_read import Unreadable
 
 MAX_LEGEND = 20  # more runs than this: the legend would hide the plot
 MAX_PANELS = 4  # kinds of metric in one run's learning curves (loss first)
@@ -23,7 +25,10 @@ def plot_learning_curves(run_dir: str | Path, out: str | Path | None = None) -> 
     if not (run_dir / METRICS_CSV).is_file():
         raise ConfigError(f"{run_dir / METRICS_CSV} not found: is {run_dir} a run dir "
                           "with the CSV logger on?")
-    curves = read_curves(run_dir / METRICS_CSV)
+    try:
+        curves = read_curves(run_dir / METRICS_CSV, run_dir)
+    except Unreadable as exc:
+        raise ConfigError(f"cannot read the learning curves of {run_dir}: {exc}") from None
     kinds = sorted({name.split("_", 1)[1] for name in curves if name.startswith(("train_", "val_"))},
                    key=lambda kind: (kind != "loss", kind))[:MAX_PANELS]
     out = Path(out) if out else run_dir / "plots" / "learning_curves.png"
@@ -31,7 +36,7 @@ def plot_learning_curves(run_dir: str | Path, out: str | Path | None = None) -> 
     figure = Figure(figsize=(5 * max(len(kinds), 1), 4), layout="constrained")
     for ax, kind in zip(figure.subplots(1, max(len(kinds), 1), squeeze=False)[0], kinds, strict=False):
         for split in ("train", "val"):
-            points = curves.get(f"{split}_{kind}", [])
+            points = [(e, v) for e, v in curves.get(f"{split}_{kind}", []) if math.isfinite(v)]
             if points:
                 epochs, values = zip(*points, strict=True)
                 ax.plot(epochs, values, marker="o", markersize=3, label=f"{split}_{kind}")
@@ -48,6 +53,8 @@ def plot_curves(metric: str, curves: Sequence[tuple[str, Sequence[tuple[int, flo
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
     from matplotlib.ticker import MaxNLocator
 
+    # NaN and infinities (a diverged run) would break the axis limits: drawn as gaps
+    curves = [(label, [(e, v) for e, v in points if math.isfinite(v)]) for label, points in curves]
     drawn = [(label, points) for label, points in curves if points]
     legend = 0 < len(drawn) <= MAX_LEGEND
     # the legend goes below the plot, one line per run: the figure grows with it
@@ -55,23 +62,29 @@ def plot_curves(metric: str, curves: Sequence[tuple[str, Sequence[tuple[int, flo
     axes = figure.subplots()
     for label, points in drawn:
         epochs, values = zip(*points, strict=True)
-        label = label if len(label) <= 100 else label[:99] + "…"
-        axes.plot(epochs, values, marker="o", markersize=3, linewidth=1.2,
-                  label=label.replace("$", r"\$"))  # `$` would start mathtext
+        axes.plot(epochs, values, marker="o", markersize=3, linewidth=1.2, label=_plain(label))
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("epoch")
-    axes.set_ylabel(metric)
+    axes.set_ylabel(_plain(metric))
     axes.grid(alpha=0.3)
     if not drawn:
-        axes.text(0.5, 0.5, f"no run logged {metric}", ha="center", va="center",
+        axes.text(0.5, 0.5, _plain(f"no run logged {metric}"), ha="center", va="center",
                   transform=axes.transAxes)
     if legend:
         figure.legend(loc="outside lower center", fontsize="small", frameon=False)
     title = metric if len(drawn) <= MAX_LEGEND else f"{metric} ({len(drawn)} runs, no legend)"
-    axes.set_title(title)
+    axes.set_title(_plain(title))
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
+
+
+def _plain(text: str) -> str:
+    """`text` as matplotlib shows it literally: `$` would start mathtext; shortened, printable."""
+    from dlops.rundir.safe_text import printable
+
+    text = printable(text)
+    return (text if len(text) <= 100 else text[:99] + "…").replace("$", r"\$")
 
 
 def curve_pngs(runs: Sequence[Run], labels: Sequence[str],

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from dlops.readers.report import Report, Table
 from dlops.readers.report_text import display_rows, shared_text, short_path
+from dlops.rundir.safe_read import read_png
 
 RUN_PLOTS = {"confusion matrix": "plots/confusion_matrix.png", "ROC": "plots/roc.png"}
 STYLE = """
@@ -17,6 +18,7 @@ th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; white-space
 th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .completed { color: #1a7f37; } .failed, .diverged { color: #cf222e; }
 .killed, .interrupted { color: #9a6700; } .running { color: #0969da; } .unknown { color: #777; }
+.unreadable { color: #cf222e; }
 figure { display: inline-block; margin: 0 1em 1em 0; } img { max-width: 100%; }
 pre { background: #f6f6f6; padding: 0.5em; white-space: pre-wrap; }
 """
@@ -69,7 +71,7 @@ def _runs(report: Report, labels: Sequence[str]) -> str:
     """A section per run that has evaluation plots or an error message."""
     sections = []
     for run, label in zip(report.runs, labels, strict=True):
-        plots = {name: png for name, file in RUN_PLOTS.items() if (png := _read(run.path / file))}
+        plots = {name: png for name, file in RUN_PLOTS.items() if (png := _read(run.path / file, run.path))}
         if not plots and not run.error:
             continue
         overrides = " ".join(f"{k}={v}" for k, v in run.overrides.items()) or "none"
@@ -84,8 +86,7 @@ def _runs(report: Report, labels: Sequence[str]) -> str:
     return "<h2>Runs</h2>\n" + "\n".join(sections) if sections else ""
 
 
-def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except OSError:  # absent (older runs, failed runs) or unreadable
-        return None
+def _read(path: Path, run_dir: Path) -> bytes | None:
+    """A PNG of the run dir, or None: absent (older runs, failed runs), not a PNG, or not to be
+    read (a symlink out of the run dir, a device, too large; see dlops.rundir.safe_read)."""
+    return read_png(path, run_dir)

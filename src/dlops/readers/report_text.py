@@ -12,16 +12,17 @@ from typing import Any
 
 from dlops.readers.discover import Run
 from dlops.readers.report import Report, Table
+from dlops.rundir.safe_text import printable
 
 STATUS_STYLES = {"completed": "green", "failed": "red", "diverged": "red", "killed": "yellow",
-                 "pruned": "yellow",
-                 "interrupted": "yellow", "running": "cyan", "unknown": "dim"}
+                 "pruned": "yellow", "interrupted": "yellow", "running": "cyan", "unknown": "dim",
+                 "unreadable": "red"}
 
 
 def display_rows(table: Table) -> tuple[list[str], list[list[str]]]:
     """Headers and rows of text for people: metrics to 4 decimals, mean ± std, short paths."""
     columns = [c for c in table.columns if c != "max_epochs" and not c.endswith("_std")]
-    headers = [c[:-5] if c.endswith("_mean") else c for c in columns]
+    headers = [printable(c[:-5] if c.endswith("_mean") else c) for c in columns]
     cells = []
     for row in table.rows:
         line = []
@@ -33,7 +34,7 @@ def display_rows(table: Table) -> tuple[list[str], list[list[str]]]:
                 line.append(_mean_std(column[:-5], value, row.get(column[:-5] + "_std")))
             else:
                 line.append(_text(column, value))
-        cells.append(line)
+        cells.append([printable(cell) for cell in line])  # escape sequences show as text
     return headers, cells
 
 
@@ -87,7 +88,7 @@ def run_label(run: Run, varying: Sequence[str]) -> str:
 
 
 def shared_text(report: Report) -> str:
-    return " ".join(f"{k}={v}" for k, v in report.shared.items()) or "none"
+    return printable(" ".join(f"{k}={v}" for k, v in report.shared.items()) or "none")
 
 
 def to_csv(table: Table) -> str:
@@ -121,6 +122,7 @@ def to_json(report: Report) -> str:
         "varying_overrides": report.varying,
         "runs": report.leaderboard.rows,
         "groups": report.groups.rows,
+        "unreadable": {str(r.path): r.error for r in report.runs if r.status == "unreadable"},
     }
     return json.dumps(_finite(document), indent=2) + "\n"
 
@@ -147,7 +149,14 @@ def render_text(report: Report, fmt: str, grouped: bool) -> str:
     if grouped or report.groups_merge:
         parts.append(to_markdown(report.groups))
     parts.append(f"shared overrides: {_md_cell(shared_text(report))}\n")
+    parts += [f"- {_md_cell(line)}\n" for line in unreadable_lines(report)]
     return "\n".join(parts)
+
+
+def unreadable_lines(report: Report) -> list[str]:
+    """`unreadable: RUN_DIR: why` for each run whose files could not be used."""
+    return [printable(f"unreadable: {short_path(run.path)}: {run.error}")
+            for run in report.runs if run.status == "unreadable"]
 
 
 def print_rich(report: Report, grouped: bool) -> None:
@@ -164,7 +173,7 @@ def print_rich(report: Report, grouped: bool) -> None:
         tables.append(report.groups)
     for table in tables:
         headers, cells = display_rows(table)
-        rich_table = RichTable(title=Text(table.title), title_justify="left")
+        rich_table = RichTable(title=Text(printable(table.title)), title_justify="left")
         for header in headers:
             numeric = header.startswith(("best_", "final_", "test_", "duration")) or header == "n"
             rich_table.add_column(Text(header), justify="right" if numeric else "left")
@@ -174,3 +183,5 @@ def print_rich(report: Report, grouped: bool) -> None:
             rich_table.add_row(*map(Text, line, styles))
         console.print(rich_table)
     console.print(Text(f"shared overrides: {shared_text(report)}"))
+    for line in unreadable_lines(report):
+        console.print(Text(line, style="red"))

@@ -1,0 +1,262 @@
+"""Data files are data: crafted checkpoints run nothing; one process writes a run dir at a time."""
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import TRAIN, clean_env, run_dirs, summary, train
+
+from dlops.errors import ConfigError
+from dlops.models.classifier import Classifier
+from dlops.rundir import lock
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """One real completed run (1 epoch, no test), shared by the tests of this module."""
+    cwd = tmp_path_factory.mktemp("finished")
+    train(cwd, "trainer.max_epochs=1", "datamodule.batch_size=256", "test=false")
+    [run_dir] = run_dirs(cwd)
+    return run_dir
+
+
+def copy_run(run_dir: Path, cwd: Path) -> Path:
+    copy = cwd / "outputs" / "2026-01-01" / "00-00-00"
+    shutil.copytree(run_dir, copy)
+    (copy / lock.LOCK_FILE).unlink(missing_ok=True)
+    return copy
+
+
+def chained_write(marker: Path) -> dict:
+    """A Hydra config that writes `marker` when instantiated: nested `_target_`s run first."""
+    return {"_target_": "pathlib.Path.write_text",
+            "_args_": [{"_target_": "pathlib.Path", "_args_": [str(marker)]}, "pwned"]}
+
+
+def craft(checkpoint: Path, out: Path, marker: Path, part: str = "net") -> Path:
+    """`checkpoint` with a payload in its hyperparameters, still loadable with weights_only=True."""
+    data = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    hparams = data["hyper_parameters"]
+    if part == "net":  # an allowed net class whose argument is the payload
+        hparams["net"] = {**hparams["net"], "hidden_sizes": chained_write(marker)}
+    else:  # the payload itself as the optimizer
+        hparams[part] = {**chained_write(marker), "_partial_": True}
+    torch.save(data, out)
+    torch.load(out, weights_only=True)  # passes torch's safe loader: the hole is in what follows
+    return out
+
+
+@pytest.mark.parametrize("part", ["net", "optimizer"])
+def test_load_from_checkpoint_refuses_a_crafted_target_and_writes_nothing(tmp_path, finished, part):
+    marker = tmp_path / "marker"
+    crafted = craft(finished / "checkpoints" / "last.ckpt", tmp_path / "crafted.ckpt", marker, part)
+    with pytest.raises(ConfigError, match=r"names 'pathlib\.Path.*Nothing was called"):
+        model = Classifier.load_from_checkpoint(crafted, weights_only=True)
+        model.configure_optimizers()  # where the optimizer's _target_ would be called
+    assert not marker.exists()
+    genuine = Classifier.load_from_checkpoint(finished / "checkpoints" / "last.ckpt", weights_only=True)
+    assert genuine(torch.zeros(2, 1, 28, 28)).shape == (2,)
+
+
+def test_load_from_checkpoint_takes_the_net_from_the_caller(tmp_path, finished):
+    """A caller who trusts its own config passes the net: the file's is then never looked at."""
+    marker = tmp_path / "marker"
+    crafted = craft(finished / "checkpoints" / "last.ckpt", tmp_path / "crafted.ckpt", marker)
+    net = {"_target_": "dlops.models.nets.MLP", "hidden_sizes": [100], "dropout": 0.0}
+    model = Classifier.load_from_checkpoint(crafted, weights_only=True, net=net)
+    assert model.hparams.net == net and not marker.exists()
+
+
+def test_resume_from_a_crafted_last_checkpoint_runs_nothing(tmp_path, finished):
+    run_dir = copy_run(finished, tmp_path)
+    marker = tmp_path / "marker"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    craft(last, last, marker)
+    result = train(tmp_path, f"resume={run_dir}", "trainer.max_epochs=2", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output
+    assert output.count("belongs to another model") == 1
+    assert not marker.exists()
+
+
+def test_test_after_fit_loads_a_crafted_best_checkpoint_as_weights_only(tmp_path, finished):
+    """`resume=RUN test=true` tests the best checkpoint: its weights are used, its targets never."""
+    run_dir = copy_run(finished, tmp_path)
+    marker = tmp_path / "marker"
+    best = run_dir / summary(run_dir)["best_checkpoint"]
+    craft(best, best, marker, "optimizer")
+    train(tmp_path, f"resume={run_dir}", "test=true")
+    assert summary(run_dir)["test_metrics"]["test_acc"] > 0.5
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------- one writer per run dir
+
+def start(cwd: Path, *overrides: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(TRAIN), *overrides], cwd=cwd, env=clean_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def race(cwd: Path, *overrides: str) -> tuple[tuple[int, str, float], tuple[int, str, float]]:
+    """Start two identical `train.py` at once; (exit code, output, seconds) of each, first to end first."""
+    began = time.monotonic()
+    processes = [start(cwd, *overrides), start(cwd, *overrides)]
+    ended = []
+    try:
+        while len(ended) < 2:
+            for process in processes:
+                if process.poll() is not None and process not in [e[0] for e in ended]:
+                    ended.append((process, time.monotonic() - began))
+            assert time.monotonic() - began < 300, "the runs did not end"
+            time.sleep(0.1)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    return tuple((p.returncode, p.stdout.read(), seconds) for p, seconds in ended)
+
+
+def test_two_resumes_of_one_run_at_once_one_runs_the_other_is_refused(tmp_path, finished):
+    run_dir = copy_run(finished, tmp_path)
+    (refused_code, refused, refused_s), (code, output, seconds) = race(
+        tmp_path, f"resume={run_dir}", "trainer.max_epochs=3")
+    assert code == 0, output[-3000:]
+    assert refused_code == 1 and "Traceback" not in refused
+    assert f"{run_dir} is in use by another process (pid " in refused
+    assert refused_s < seconds - 5  # at once, not after the other run
+    winner = summary(run_dir)
+    assert f"(pid {winner['pid']} on {winner['host']})" in refused
+    assert len(winner["attempts"]) == 2  # one resume, not two
+    with open(run_dir / "csv" / "metrics.csv") as file:
+        epochs = [int(r["epoch"]) for r in csv.DictReader(file) if r.get("train_loss")]
+    assert epochs == [0, 1, 2]
+
+
+def test_two_runs_into_one_hydra_run_dir_at_once(tmp_path):
+    run_dir = tmp_path / "shared"
+    (refused_code, refused, _), (code, output, _) = race(
+        tmp_path, f"hydra.run.dir={run_dir}", "trainer.max_epochs=2", "datamodule.batch_size=256",
+        "test=false")
+    assert code == 0, output[-3000:]
+    assert refused_code == 1 and "Traceback" not in refused
+    assert "is in use by another process (pid" in refused
+    with open(run_dir / "csv" / "metrics.csv") as file:
+        epochs = [int(r["epoch"]) for r in csv.DictReader(file) if r.get("train_loss")]
+    assert epochs == [0, 1]
+
+
+def test_a_sweep_job_whose_dir_is_held_is_refused_and_the_sweep_goes_on(tmp_path):
+    sweep = tmp_path / "sweep"
+    (sweep / "0").mkdir(parents=True)
+    lock.acquire(sweep / "0")  # this pytest process holds job 0's dir
+    try:
+        result = train(tmp_path, "-m", f"hydra.sweep.dir={sweep}", "seed=1,2", "trainer.max_epochs=1",
+                       "datamodule.batch_size=256", "test=false", check=False)
+    finally:
+        lock.release(sweep / "0")
+    assert result.returncode == 1
+    assert f"is in use by another process (pid {os.getpid()} on" in result.stderr + result.stdout
+    assert not (sweep / "0" / "summary.json").exists()
+    assert summary(sweep / "1")["status"] == "completed"
+
+
+def test_a_killed_holder_never_blocks_a_later_run(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from dlops.rundir import lock; "
+                               f"lock.acquire({str(run_dir)!r}); print('held', flush=True); time.sleep(60)"],
+                              env=clean_env(), stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(lock.RunDirBusy, match=f"pid {holder.pid} on"):
+        lock.acquire(run_dir)
+    holder.kill()
+    holder.wait()
+    assert lock.acquire(run_dir)  # the kernel let go of it with the process
+    lock.release(run_dir)
+
+
+def test_a_run_dir_with_run_files_but_no_summary_is_refused(tmp_path, finished):
+    run_dir = copy_run(finished, tmp_path)
+    (run_dir / "summary.json").unlink()
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != "train.log"}
+    for how in ([f"hydra.run.dir={run_dir}"], [f"resume={run_dir}"]):
+        result = train(tmp_path, *how, "trainer.max_epochs=1", check=False)
+        output = result.stdout + result.stderr
+        assert result.returncode == 1 and "Traceback" not in output
+        assert "no summary.json" in output and "checkpoints, csv" in output
+    after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != "train.log"}
+    assert {p: b for p, b in after.items() if p.name != lock.LOCK_FILE} == \
+        {p: b for p, b in before.items() if p.name != lock.LOCK_FILE}
+
+
+# ---------------------------------------------------------------- paths Hydra cannot parse as given
+
+@pytest.mark.parametrize("name", ["a,b", "it's", "run[x]", "grün", "${x}"])
+def test_resume_passes_any_run_dir_path_to_hydra_literally(tmp_path, finished, name):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from dlops.lifecycle.failures import continue_command as command
+    from dlops.lifecycle.resume import _resume_argv
+
+    run_dir = tmp_path / name / "run"
+    shutil.copytree(finished, run_dir)
+    if name == "${x}":  # Hydra keeps paths in its config, where ${x} interpolates: one message
+        with pytest.raises(ConfigError, match=r"holds '\$\{', which Hydra reads as an interpolation"):
+            _resume_argv(["train.py", f"resume={run_dir}"])
+        return
+    argv = _resume_argv(["train.py", f"resume={run_dir}"])
+    parser = OverridesParser.create()
+    values = {o.key_or_group: o.value() for o in parser.parse_overrides(argv[1:])}
+    assert values == {"resume": str(run_dir), "hydra.run.dir": str(run_dir)}
+    assert subprocess.run(["sh", "-c", f"printf %s {command(run_dir)[len('python train.py '):]}"],
+                          capture_output=True, text=True).stdout == f"resume={run_dir}"
+
+
+def test_resume_latest_in_a_folder_named_with_every_awkward_character(tmp_path, finished):
+    cwd = tmp_path / "a,b'c[x]grün"
+    run_dir = copy_run(finished, cwd)
+    result = train(cwd, "resume=latest", "trainer.max_epochs=2", "test=false")
+    assert run_dirs(cwd) == [run_dir]
+    assert summary(run_dir)["epochs_completed"] == 2 and len(summary(run_dir)["attempts"]) == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_a_run_started_in_a_folder_holding_an_interpolation_gets_one_message(tmp_path):
+    cwd = tmp_path / "${x}"
+    cwd.mkdir()
+    result = train(cwd, "trainer.max_epochs=1", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "holds '${', which Hydra reads as an interpolation" in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["missing", "folder", "fifo", "text", "pickle", "list"])
+def test_read_checkpoint_says_what_is_wrong_with_a_file(tmp_path, kind):
+    from dlops.lifecycle.checkpoints import read_checkpoint
+
+    path = tmp_path / "last.ckpt"
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)  # torch.load would wait for a writer for ever
+    elif kind == "text":
+        path.write_text("not a checkpoint")
+    elif kind == "pickle":  # an object torch's safe loader refuses to build
+        torch.save({"state_dict": {}, "x": ConfigError("x")}, path)
+    elif kind == "list":
+        torch.save([1, 2], path)
+    expected = {"missing": "does not exist", "folder": "is not a regular file",
+                "fifo": "is not a regular file", "text": "is corrupt or truncated",
+                "pickle": "is corrupt or truncated", "list": "is not a Lightning training checkpoint"}
+    with pytest.raises(ConfigError, match=expected[kind]):
+        read_checkpoint(path)
+    if kind != "list":  # (a list has no hyperparameters to check: Lightning's own error follows)
+        with pytest.raises(ConfigError, match="does not exist|not a regular file|cannot be loaded safely"):
+            Classifier.load_from_checkpoint(path, weights_only=True)
