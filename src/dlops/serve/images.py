@@ -27,7 +27,9 @@ def decode_image(source: bytes | Path, input_shape: tuple[int, int, int] | list[
             if image.size != (width, height):
                 image = image.resize((width, height))
             pixels = np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as exc:
+    except UnidentifiedImageError:
+        raise ImageError("not an image Pillow can decode (PNG, JPEG, ...)") from None
+    except (OSError, Image.DecompressionBombError, SyntaxError) as exc:  # truncated, too large
         raise ImageError(f"not a readable image ({' '.join(str(exc).split()) or type(exc).__name__})") from None
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
