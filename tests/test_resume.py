@@ -4,17 +4,23 @@ import csv
 import json
 import os
 import signal
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import TRAIN, clean_env, run_dirs, summary, train
+from helpers import (
+    epochs_with,
+    finish,
+    metric_rows,
+    run_dirs,
+    start,
+    state_dict,
+    summary,
+    train,
+    wait_for,
+)
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from wandb_records import offline_runs, run_contents
@@ -30,68 +36,6 @@ from dlops.tracking.csv import CSVLogger
 
 BATCH = "datamodule.batch_size=256"  # 15 training batches per epoch
 STEPS_PER_EPOCH = 15
-
-
-def metric_rows(run_dir: Path) -> list[dict]:
-    with open(run_dir / "csv" / "metrics.csv") as file:
-        return list(csv.DictReader(file))
-
-
-def epochs_with(rows: list[dict], metric: str) -> list[int]:
-    """The epoch of every row that has `metric`, in file order (duplicates stay)."""
-    return [int(r["epoch"]) for r in rows if r.get(metric)]
-
-
-STARTED: list[subprocess.Popen] = []
-
-
-@pytest.fixture(autouse=True)
-def _end_started_runs():
-    """A test that fails half-way leaves no training process behind."""
-    yield
-    while STARTED:
-        process = STARTED.pop()
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        process.output.close()
-
-
-def start(cwd: Path, *overrides: str) -> subprocess.Popen:
-    """Start `python train.py OVERRIDES` in its own session, without waiting; output to a file
-    (a pipe nobody reads while the run trains could fill up and stall it)."""
-    output = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed by _end_started_runs
-    process = subprocess.Popen([sys.executable, str(TRAIN), *overrides], cwd=cwd, env=clean_env(),
-                               stdout=output, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    process.output = output
-    STARTED.append(process)
-    return process
-
-
-def finish(process: subprocess.Popen, timeout: float = 120) -> str:
-    """Wait for a started run to end; its output."""
-    process.wait(timeout=timeout)
-    process.output.seek(0)
-    return process.output.read()
-
-
-def wait_for(cwd: Path, pattern: str, ready, process: subprocess.Popen, timeout: float = 240) -> Path:
-    """Poll until a summary.json matching `pattern` under `cwd` satisfies `ready(summary)`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"train.py ended early:\n{finish(process)[-3000:]}"
-        for path in cwd.glob(pattern):
-            try:
-                if ready(json.loads(path.read_text())):
-                    return path.parent
-            except ValueError:
-                pass  # caught between writes: try again
-        time.sleep(0.02)
-    raise AssertionError(f"no {pattern} became ready in {timeout}s")
-
-
-def state_dict(path: Path) -> dict:
-    return torch.load(path, weights_only=True)["state_dict"]
 
 
 def fingerprint(folder: Path) -> dict[str, bytes]:

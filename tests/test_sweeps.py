@@ -5,7 +5,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_dirs, summary, train
+from helpers import ROOT, run_dirs, summary, train
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 

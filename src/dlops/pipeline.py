@@ -92,8 +92,9 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
+    from dlops.build import build_datamodule, build_model
     from dlops.callbacks.resumable import Resumable
-    from dlops.callbacks.run_status import RunStatus
+    from dlops.callbacks.run_status import MonitorCheck, RunStatus
     from dlops.overhead import skip_gpu_probes, trainer_speedups
     from dlops.runs.checkpoints import AtomicCheckpointIO
     from dlops.runs.curves import METRICS_CSV, plot_learning_curves
@@ -102,25 +103,16 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
     skip_gpu_probes()
     quiet_lightning()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.datamodule, seed=cfg.seed)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    train_images = datamodule.splits["train"].images.float() / 255
-    model = instantiate(
-        cfg.model,
-        num_classes=datamodule.num_classes,
-        input_shape=datamodule.input_shape,
-        class_names=datamodule.class_names,
-        class_weights=datamodule.class_weights,
-        mean=train_images.mean().item(),
-        std=train_images.std().item(),
-        _recursive_=False,
-    )
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg, datamodule)
     summary["parameters"] = sum(p.numel() for p in model.parameters())
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    if not (cfg.model.get("scheduler") and loggers):  # nothing for a learning-rate monitor to log
+    # the monitor logs even a constant learning rate: kept where the model config sets a scheduler
+    if not (cfg.model.get("scheduler") and loggers):
         callbacks = [c for c in callbacks if type(c).__name__ != "LearningRateMonitor"]
+    # first of the checks at an epoch's end: an unknown monitor stops the run with dlops' message
+    callbacks.insert(0, MonitorCheck(cfg.monitor))
     # last.ckpt first, then summary.json: the summary's progress never runs ahead of the checkpoint
     callbacks.append(Resumable(run_dir / "checkpoints", cfg.get("checkpoint_every_n_steps")))
     callbacks.append(RunStatus(str(run_dir), summary))
@@ -286,8 +278,9 @@ def user_message(exc: BaseException) -> str | None:
     cause = exc
     while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
         cause = cause.__cause__
-    if isinstance(cause, ConfigError | DivergedError):
-        return str(cause)
+    for link in _causes(exc):  # e.g. a ConfigError raised by `${data:...}` while instantiating
+        if isinstance(link, ConfigError | DivergedError):
+            return str(link)
     if isinstance(exc, InstantiationException):  # e.g. a misspelt argument of a _target_
         return f"the config could not be instantiated: {exc}"
     if type(cause).__name__ == "MisconfigurationException":  # Lightning's bad-setting error
@@ -302,13 +295,23 @@ def user_message(exc: BaseException) -> str | None:
     return None
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc` and the exceptions it was raised from, outermost first."""
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain
+
+
 def report(summary: dict[str, Any], run_dir: Path) -> None:
     """Log the run's outcome in a few lines."""
     metrics = {**summary["last_metrics"], **summary["test_metrics"]}
     shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.split("_")[0] in ("val", "test"))
     log.info("completed in %.1fs after %s epochs: %s", summary["duration_s"],
              summary["epochs_completed"], shown)
-    log.info("best %s=%s, checkpoint %s", summary["monitor"], summary["best_metric"],
+    best = summary["best_metric"]
+    log.info("best %s=%s, checkpoint %s", summary["monitor"], best if best is None else f"{best:.4f}",
              summary["best_checkpoint"])
     log.info("run dir: %s", run_dir)
 

@@ -7,6 +7,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint
 
+from dlops.errors import ConfigError
 from dlops.runs.summary import now, write_summary
 
 log = logging.getLogger(__name__)
@@ -19,9 +20,10 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 def best_checkpoint(trainer: pl.Trainer) -> tuple[str | None, float | None]:
     """Path and score of the best checkpoint kept so far, if a checkpoint callback keeps one."""
-    callback = trainer.checkpoint_callback
-    if callback is None or not getattr(callback, "best_model_path", ""):
+    kept = [c for c in trainer.checkpoint_callbacks if getattr(c, "best_model_path", "")]
+    if not kept:
         return None, None
+    callback = kept[0]
     score = callback.best_model_score
     return callback.best_model_path, None if score is None else float(score)
 
@@ -51,3 +53,28 @@ class RunStatus(Checkpoint):
         write_summary(self.run_dir, self.summary)
         metrics = ", ".join(f"{k} {v:.4g}" for k, v in self.summary["last_metrics"].items())
         log.info(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {metrics}")
+
+
+class MonitorCheck(Checkpoint):
+    """Stops the run at the end of its first validated epoch when `monitor` is not among the
+    metrics the model logged, naming those it did log (Lightning would fail later, or keep no best
+    checkpoint without a word).
+
+    A `Checkpoint` subclass placed before the others, so that it runs after the model's epoch-end
+    hook (where a model may log training metrics) and before the checkpoint callbacks.
+    """
+
+    def __init__(self, monitor: str) -> None:
+        self.monitor, self.validated, self.checked = monitor, False, False
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.validated = self.validated or not trainer.sanity_checking
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.checked or not self.validated:
+            return
+        self.checked = True
+        if self.monitor not in trainer.callback_metrics:
+            logged = ", ".join(sorted(trainer.callback_metrics)) or "nothing"
+            raise ConfigError(f"monitor={self.monitor} is not logged by this model; it logged: "
+                              f"{logged}. Set monitor= to one of them (and mode=min or mode=max).")

@@ -213,7 +213,8 @@ def plan(cfg: DictConfig, run_dir: Path) -> Plan:
         from dlops.runs.checkpoints import check_model, read_checkpoint
 
         saved = read_checkpoint(checkpoint)
-        check_model(saved, OmegaConf.to_container(new.model.net, resolve=True), checkpoint)
+        if "net" in new.model:  # dlops' Classifier: a net config to compare (any model: its weights)
+            check_model(saved, OmegaConf.to_container(new.model.net, resolve=True), checkpoint)
         resumed_from = {"checkpoint": str(LAST_CHECKPOINT), "epoch": saved["epoch"],
                         "global_step": saved["global_step"]}
         rows = (saved.get("dlops") or {}).get("csv_rows")
