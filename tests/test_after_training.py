@@ -89,7 +89,8 @@ def test_eval_reproduces_the_runs_test_metrics_without_touching_its_files(work, 
     for name, value in own.items():
         assert abs(record["metrics"][name] - value) <= 1e-6, (name, record["metrics"][name], value)
     assert record["checkpoint"] == summary(run_dir)["best_checkpoint"] and record["overrides"] == []
-    assert record["checkpoint_sha256"] == hashlib.sha256((run_dir / record["checkpoint"]).read_bytes()).hexdigest()
+    checkpoint = (run_dir / record["checkpoint"]).read_bytes()
+    assert record["checkpoint_sha256"] == hashlib.sha256(checkpoint).hexdigest()
     matrix = json.loads((eval_dir / "evaluation.json").read_text())["confusion_matrix"]
     assert sum(map(sum, matrix)) == 750  # the bundled test split: 15% of 5,000
     assert (eval_dir / "roc.png").stat().st_size > 0 and "test_auroc" in output
@@ -212,9 +213,10 @@ def test_bad_inputs_of_eval_predict_export_serve_end_in_one_message(work, runs, 
     # a run without checkpoints (or export): its config only
     bare = tmp_path / "bare"
     (bare / ".hydra").mkdir(parents=True)
-    (bare / ".hydra" / "config.yaml").write_bytes((runs["mlp-binary"] / ".hydra" / "config.yaml").read_bytes())
-    for command in ("eval", "predict", "export"):
-        assert "has no best checkpoint" in fails(work, command, str(bare), *(["digits"] if command == "predict" else []))
+    config = runs["mlp-binary"] / ".hydra" / "config.yaml"
+    (bare / ".hydra" / "config.yaml").write_bytes(config.read_bytes())
+    for command, *inputs in (("eval",), ("predict", "digits"), ("export",)):
+        assert "has no best checkpoint" in fails(work, command, str(bare), *inputs)
     assert "has not been exported yet" in fails(work, "serve", str(bare))
     assert "run: dlops export" in fails(work, "serve", str(bare))
     corrupt = tmp_path / "corrupt.png"

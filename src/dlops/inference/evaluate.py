@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from dlops.errors import ConfigError
 from dlops.inference.outdir import new_dir
-from dlops.inference.restore import build_datamodule, compose_run_config, relative_to_run, restore
+from dlops.inference.restore import compose_run_config, relative_to_run, restore
 
 EVAL_DIR = "eval"
 
@@ -44,6 +44,7 @@ def evaluate_run(run_dir: str | Path, ckpt: str = "best", overrides: list[str] |
     """Test checkpoint `ckpt` of the run with `trainer.test`; return the eval folder it wrote."""
     import pytorch_lightning as pl
 
+    from dlops.build import build_datamodule
     from dlops.callbacks.run_status import scalar_metrics
     from dlops.pipeline import quiet_lightning
     from dlops.runs.summary import now, package_versions

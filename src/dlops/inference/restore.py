@@ -89,14 +89,14 @@ def _config_dir(run_dir: Path) -> Path:
     if (run_dir / RUN_HYDRA).is_file():
         sources = OmegaConf.select(OmegaConf.load(run_dir / RUN_HYDRA), "hydra.runtime.config_sources") or []
         for source in sources:
-            if source.get("provider") == "main" and source.get("schema") == "file":
-                if Path(source["path"]).is_dir():
-                    return Path(source["path"])
+            main = source.get("provider") == "main" and source.get("schema") == "file"
+            if main and Path(source["path"]).is_dir():
+                return Path(source["path"])
     return Path.cwd() / "conf"
 
 
 def group_overrides(overrides: list[str], conf_dir: Path) -> list[str]:
-    """The config groups that `overrides` choose an option of, e.g. `datamodule` for `datamodule=image_folder`."""
+    """The config groups that `overrides` choose an option of (`datamodule=image_folder`: datamodule)."""
     groups = []
     for override in overrides:
         key = override.split("=", 1)[0]
@@ -148,35 +148,6 @@ def compose_run_config(run_dir: Path, overrides: list[str] | tuple[str, ...] = (
     return cfg
 
 
-def build_datamodule(cfg: DictConfig, stage: str = "fit") -> Any:
-    """The run's datamodule, instantiated, prepared and set up for `stage`."""
-    try:
-        from dlops.build import build_datamodule as build
-    except ImportError:  # before dlops.build exists: the pipeline's own way
-        from hydra.utils import instantiate
-
-        datamodule = instantiate(cfg.datamodule, seed=cfg.seed)
-        datamodule.prepare_data()
-        datamodule.setup(stage)
-        return datamodule
-    return build(cfg, stage=stage)
-
-
-def build_model(cfg: DictConfig, datamodule: Any) -> Any:
-    """The run's LightningModule, built from its config with the data's facts."""
-    try:
-        from dlops.build import build_model as build
-    except ImportError:
-        from hydra.utils import instantiate
-
-        images = datamodule.splits["train"].images.float() / 255
-        return instantiate(cfg.model, num_classes=datamodule.num_classes,
-                           input_shape=datamodule.input_shape, class_names=datamodule.class_names,
-                           class_weights=datamodule.class_weights, mean=images.mean().item(),
-                           std=images.std().item(), _recursive_=False)
-    return build(cfg, datamodule)
-
-
 def load_weights(model: Any, checkpoint: Path) -> int | None:
     """Load the checkpoint's `state_dict` into `model` (safe loader, strict); return its epoch."""
     from dlops.runs.checkpoints import read_checkpoint
@@ -192,6 +163,8 @@ def load_weights(model: Any, checkpoint: Path) -> int | None:
 
 def restore(run_dir: str | Path, ckpt: str = "best") -> Restored:
     """The run's model with the weights of checkpoint `ckpt` (best, last or a path), on its own data."""
+    from dlops.build import build_datamodule, build_model
+
     run_dir = check_run_dir(run_dir)
     checkpoint = find_checkpoint(run_dir, ckpt)
     cfg = compose_run_config(run_dir)

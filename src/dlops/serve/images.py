@@ -20,7 +20,7 @@ def decode_image(source: bytes | Path, input_shape: tuple[int, int, int] | list[
 
     channels, height, width = input_shape
     if channels not in (1, 3):
-        raise ImageError(f"the model takes {channels}-channel input; only 1 (L) or 3 (RGB) come from images")
+        raise ImageError(f"the model takes {channels}-channel input; images give 1 (L) or 3 (RGB)")
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
             image = image.convert("L" if channels == 1 else "RGB")
@@ -30,7 +30,8 @@ def decode_image(source: bytes | Path, input_shape: tuple[int, int, int] | list[
     except UnidentifiedImageError:
         raise ImageError("not an image Pillow can decode (PNG, JPEG, ...)") from None
     except (OSError, Image.DecompressionBombError, SyntaxError) as exc:  # truncated, too large
-        raise ImageError(f"not a readable image ({' '.join(str(exc).split()) or type(exc).__name__})") from None
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ImageError(f"not a readable image ({reason})") from None
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
