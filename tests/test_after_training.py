@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
-from conftest import QUICK, clean_env, run_dirs, summary, train
+from helpers import QUICK, clean_env, run_dirs, summary, train
 from PIL import Image
 
 from dlops.data.export import write_image_folder
@@ -94,6 +94,8 @@ def test_eval_reproduces_the_runs_test_metrics_without_touching_its_files(work, 
     matrix = json.loads((eval_dir / "evaluation.json").read_text())["confusion_matrix"]
     assert sum(map(sum, matrix)) == 750  # the bundled test split: 15% of 5,000
     assert (eval_dir / "roc.png").stat().st_size > 0 and "test_auroc" in output
+    [row] = json.loads(dlops(work, "report", str(run_dir), "--format", "json").stdout)["runs"]
+    assert row["eval_test_acc"] == record["metrics"]["test_acc"] and row["test_acc"] == own["test_acc"]
     after = {k: v for k, v in fingerprint(run_dir).items() if not k.startswith("eval/")}
     assert after == before  # training files and the export are as they were
 
