@@ -221,6 +221,8 @@ def test_bad_inputs_of_eval_predict_export_serve_end_in_one_message(work, runs, 
         assert "has no best checkpoint" in fails(work, command, str(bare), *inputs)
     assert "has not been exported yet" in fails(work, "serve", str(bare))
     assert "run: dlops export" in fails(work, "serve", str(bare))
+    output = fails(work, "eval", str(runs["mlp-binary"]), "datamodule=image_folder", "datamodule.root=digits")
+    assert "the run was trained on the classes ['no 3', '3'], the data given has ['0', '1'," in output
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"not a png")
     output = fails(work, "predict", str(runs["mlp-binary"]), str(corrupt))
