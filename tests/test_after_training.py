@@ -235,3 +235,21 @@ def test_bad_inputs_of_eval_predict_export_serve_end_in_one_message(work, runs, 
         port = taken.getsockname()[1]
         output = fails(work, "serve", str(runs["mlp-binary"]), "--port", str(port))
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in output
+
+
+def test_a_model_of_your_own_evaluates_through_its_test_step_and_says_what_it_cannot_do(tmp_path):
+    train(tmp_path, "experiment=diabetes", "trainer.max_epochs=2")
+    [run_dir] = run_dirs(tmp_path)
+    dlops(tmp_path, "eval", str(run_dir))
+    [eval_dir] = (run_dir / "eval").iterdir()
+    metrics = json.loads((eval_dir / "metrics.json").read_text())["metrics"]
+    own = summary(run_dir)["test_metrics"]
+    assert "test_mae" in own and all(abs(metrics[k] - v) <= 1e-6 for k, v in own.items())
+    assert not (eval_dir / "confusion_matrix.csv").exists()  # a regressor: metrics only
+    assert "DiabetesData has no predict_dataloader" in fails(tmp_path, "predict", str(run_dir))
+    dlops(tmp_path, "export", str(run_dir))
+    info = json.loads((run_dir / "export" / "model.json").read_text())
+    assert info["input"]["shape"] == ["batch", 10]
+    assert info["output"]["meaning"] == "the model's forward output"
+    assert info["verification"]["passed"] and "class_names" not in info
+    assert "serves image classifiers only" in fails(tmp_path, "serve", str(run_dir))
