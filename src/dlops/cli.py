@@ -207,6 +207,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"dlops {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # e.g. a ConfigError of a datamodule, wrapped by hydra's instantiate
+        from dlops.pipeline import user_message
+
+        if user_message(exc) is None:
+            raise
+        print(f"dlops {args.command}: error: {user_message(exc)}", file=sys.stderr)
+        return 2
     return 0
 
 
