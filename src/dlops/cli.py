@@ -55,13 +55,22 @@ def report(args: argparse.Namespace) -> None:
         print(f"wrote {args.html}", file=sys.stderr)
 
 
+def check_run(args: argparse.Namespace) -> None:
+    """Refuse a dir that is not a run, or a missing checkpoint, before torch is imported (~seconds)."""
+    from dlops.inference.restore import check_run_dir, find_checkpoint
+
+    find_checkpoint(check_run_dir(args.run_dir), args.ckpt)
+
+
 def evaluate(args: argparse.Namespace) -> None:
+    check_run(args)
     from dlops.inference.evaluate import evaluate_run, print_table
 
     print_table(evaluate_run(args.run_dir, args.ckpt, args.overrides))
 
 
 def predict(args: argparse.Namespace) -> None:
+    check_run(args)
     from dlops.inference.predict import predict_run
 
     out = predict_run(args.run_dir, args.inputs, args.ckpt, args.out)
@@ -72,6 +81,7 @@ def predict(args: argparse.Namespace) -> None:
 def export(args: argparse.Namespace) -> None:
     import json
 
+    check_run(args)
     from dlops.inference.export import export_run
 
     info = json.loads(export_run(args.run_dir, args.ckpt, args.format).read_text())

@@ -168,8 +168,13 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
     """Serve the run's export with uvicorn until stopped (Ctrl-C)."""
     import uvicorn
 
-    app = create_app(run_dir, max_upload_bytes)
+    read_export(run_dir)  # a run not exported yet says so before the port is taken
     sock = bind(host, port)
+    try:
+        app = create_app(run_dir, max_upload_bytes)
+    except BaseException:
+        sock.close()
+        raise
     print(f"serving {Path(run_dir)} on http://{host}:{sock.getsockname()[1]} (API docs: /docs)", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     server.run(sockets=[sock])
