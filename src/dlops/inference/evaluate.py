@@ -7,6 +7,8 @@ evaluation callback draws during training. The run's own files are never changed
 
 import json
 import logging
+import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +62,19 @@ def evaluate_run(run_dir: str | Path, ckpt: str = "best", overrides: list[str] |
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     pl.seed_everything(cfg.get("seed", 0), verbose=False)
     out_dir = new_dir(restored.run_dir / EVAL_DIR)
-    results = test_trainer(cfg, out_dir).test(restored.model, datamodule=datamodule, verbose=False)
+    try:
+        results = test_trainer(cfg, out_dir).test(restored.model, datamodule=datamodule, verbose=False)
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)  # no half-made eval for `dlops report` to show
+        raise
     record = {
         "checkpoint": relative_to_run(restored.checkpoint, restored.run_dir),
         "checkpoint_sha256": restored.checkpoint_sha256,
         "epoch": restored.epoch,
         "overrides": overrides,
-        "metrics": scalar_metrics(results[0]) if results else {},
+        # strict JSON: a metric that is not a number (e.g. AUROC of a one-class test set) is null
+        "metrics": {k: v if math.isfinite(v) else None
+                    for k, v in (scalar_metrics(results[0]) if results else {}).items()},
         "created_at": now(),
         "versions": package_versions(),
     }
@@ -103,6 +111,7 @@ def print_table(out_dir: Path) -> None:
     for column in ("metric", "this eval", "run's own test"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     for name, value in record["metrics"].items():
-        table.add_row(name, f"{value:.6f}", f"{own[name]:.6f}" if isinstance(own.get(name), float) else "")
+        shown = "n/a" if value is None else f"{value:.6f}"
+        table.add_row(name, shown, f"{own[name]:.6f}" if isinstance(own.get(name), float) else "")
     Console().print(table)
     print(f"wrote {out_dir}")
