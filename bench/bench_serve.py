@@ -5,7 +5,8 @@
 Without --run, trains a quick run (`python train.py model=cnn export=onnx ...`, one epoch) in a
 temporary folder. Then:
 1. starts `dlops serve RUN` as a subprocess on 127.0.0.1 and sends `--requests` single-image PNG
-   uploads one after another over one keep-alive connection (httpx): latency p50/p99 and requests/s;
+   uploads one after another over one keep-alive connection (httpx, TCP_NODELAY): latency p50/p99
+   and requests/s;
 2. times the exported model in onnxruntime and the restored model in torch eager (inference
    mode), both on `--threads` CPU threads, at batch 1 and 256 on the run's test images,
    interleaved in rounds so that load on the machine hits both alike.
@@ -14,6 +15,7 @@ Results: bench/results/serve.json and serve.md.
 
 import argparse
 import io
+import socket
 import statistics
 import subprocess
 import sys
@@ -54,7 +56,10 @@ def serving(run_dir: Path, uploads: list[bytes], requests: int, threads: int) ->
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = server.stdout.readline().split(" on ")[1].split()[0]
-        with httpx.Client(base_url=url, timeout=30) as client:
+        # TCP_NODELAY as browsers and asyncio set it: httpx writes headers and body separately, and
+        # Nagle's algorithm would hold the body until the server's delayed ACK (~40 ms a request)
+        transport = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+        with httpx.Client(base_url=url, timeout=30, transport=transport) as client:
             for _ in range(100):
                 try:
                     client.get("/health")
