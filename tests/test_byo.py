@@ -80,7 +80,6 @@ CONFIGS = {
           - override /model: logreg
         monitor: val_acc
         mode: max
-        test: false
         """),
 }
 
@@ -115,8 +114,10 @@ def column(run_dir: Path, name: str) -> list[float]:
 
 @pytest.mark.slow
 def test_own_classes_train_and_keep_the_best_checkpoint_by_their_metric(project):
-    run(project, "datamodule=cancer", "model=logreg", "monitor=val_acc", "mode=max", "test=false",
-        "trainer.max_epochs=4", "callbacks=[default,evaluation]", "logger=[csv,tensorboard]")
+    result = run(project, "datamodule=cancer", "model=logreg", "monitor=val_acc", "mode=max",
+                 "trainer.max_epochs=4", "callbacks=[default,evaluation]", "logger=[csv,tensorboard]")
+    output = result.stdout + result.stderr
+    assert "LogReg has no test_step or CancerData no test_dataloader: not tested" in output
     [run_dir] = run_dirs(project / "work")
     info = summary(run_dir)
     assert info["status"] == "completed" and info["monitor"] == "val_acc"
@@ -165,6 +166,9 @@ def test_their_sweep_is_ranked_by_their_metric_in_the_summary_and_the_report(pro
     assert dlops(["report", str(sweep), "--group-by", "model.lr", "--format", "csv"]) == 0
     groups = list(csv.DictReader(capsys.readouterr().out.splitlines()))
     assert len(groups) == 2 and all("val_acc" in " ".join(group) for group in groups)
+    # resuming the sweep finds their configs again without being told --config-dir
+    result = train(project / "work", "-m", f"resume={sweep}", env=their_env(project))
+    assert "0 already completed" in result.stdout + result.stderr
 
 
 @pytest.mark.slow

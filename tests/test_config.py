@@ -1,4 +1,4 @@
-"""The config tree composes: every option of every group, the seed experiments, light start-up."""
+"""The config tree composes: every option of every group, the reference experiments, light start-up."""
 
 import subprocess
 import sys
@@ -9,7 +9,7 @@ from helpers import ROOT, TRAIN, clean_env
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from dlops.runs.resolvers import register_resolvers, unique_dir
+from dlops.lifecycle.resolvers import register_resolvers, unique_dir
 from dlops.validate import config_problems
 
 CONF = ROOT / "conf"

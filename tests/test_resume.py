@@ -29,9 +29,9 @@ from dlops.callbacks.resumable import DDP_STOP_CHECK_EVERY, Resumable
 from dlops.data.batches import TensorBatches
 from dlops.data.mnist import MNISTDataModule
 from dlops.errors import ConfigError, Interrupted
+from dlops.lifecycle import checkpoints, signals
+from dlops.lifecycle.resume import _resume_argv
 from dlops.models.classifier import Classifier
-from dlops.runs import checkpoints, signals
-from dlops.runs.resume import _resume_argv, continue_summary
 from dlops.tracking.csv import CSVLogger
 
 BATCH = "datamodule.batch_size=256"  # 15 training batches per epoch
@@ -277,20 +277,6 @@ def test_resume_argv_for_a_run_a_sweep_and_refusals(tmp_path, monkeypatch):
     save_sweep("seed=1,2", "trainer.max_epochs=2,3")
     with pytest.raises(ConfigError, match="would change the jobs"):
         _resume_argv(["train.py", "-m", f"resume={sweep}", "trainer.max_epochs=5"])
-
-
-def test_summary_of_a_resumed_run_keeps_the_first_start_and_adds_attempts():
-    old = {"status": "interrupted", "started_at": "2026-01-01T10:00:00+00:00", "started_at_unix": 100.0,
-           "duration_s": 30.0, "ended_at": "2026-01-01T10:00:30+00:00", "pid": 1, "host": "h",
-           "overrides": ["seed=1"], "epochs_completed": 2}
-    first = continue_summary(old, OmegaConf.create({"trainer": {"max_epochs": 5}}), [], {"epoch": 1})
-    assert first["started_at"] == old["started_at"] and first["status"] == "running"
-    assert [a["status"] for a in first["attempts"][:-1]] == ["interrupted"]
-    assert first["attempts"][0]["duration_s"] == 30.0
-    assert first["attempts"][1]["resumed_from"] == {"epoch": 1}
-    failed = {**first, "status": "failed", "duration_s": 50.0}
-    second = continue_summary(failed, OmegaConf.create({}), [], None)
-    assert [a.get("duration_s") for a in second["attempts"]] == [30.0, 20.0, None]
 
 
 class CountingStrategy:

@@ -11,7 +11,7 @@ from helpers import ROOT
 from PIL import Image
 
 from dlops.data.image_folder import read_split
-from dlops.runs.evals import latest_eval_metrics
+from dlops.readers.evals import latest_eval_metrics
 from dlops.serve.app import pixels_from_json
 from dlops.serve.images import ImageError, decode_image
 

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from dlops.data.resumable import make_training_resumable
 from dlops.errors import ConfigError
-from dlops.runs import resolvers
+from dlops.lifecycle import resolvers
 
 
 def build_datamodule(cfg: DictConfig, stage: str = "fit") -> Any:

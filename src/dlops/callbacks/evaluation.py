@@ -55,10 +55,7 @@ def evaluate(probs: torch.Tensor, labels: torch.Tensor, names: list[str]) -> dic
 
 def write_files(result: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Write the numbers (JSON, CSV) and the two figures (PNG) into `folder`; return the figures."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend, no figures left open
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "evaluation.json").write_text(json.dumps(result, indent=1))
@@ -73,7 +70,8 @@ def write_files(result: dict[str, Any], folder: Path) -> dict[str, Any]:
     (folder / "roc.csv").write_text("\n".join(lines) + "\n")
 
     size = max(3.5, 0.5 * len(names))
-    cm_fig, ax = plt.subplots(figsize=(size + 1, size))
+    cm_fig = Figure(figsize=(size + 1, size), layout="tight")
+    ax = cm_fig.subplots()
     image = ax.imshow(matrix, cmap="Blues")
     peak = max(max(row) for row in matrix) or 1
     for i, row in enumerate(matrix):
@@ -82,19 +80,17 @@ def write_files(result: dict[str, Any], folder: Path) -> dict[str, Any]:
     ax.set(xticks=range(len(names)), yticks=range(len(names)), xticklabels=names, yticklabels=names,
            xlabel="predicted", ylabel="true", title=f"Confusion matrix (epoch {result['epoch']})")
     cm_fig.colorbar(image, ax=ax)
-    cm_fig.tight_layout()
     cm_fig.savefig(folder / "confusion_matrix.png", dpi=100)
 
-    roc_fig, ax = plt.subplots(figsize=(5, 5))
+    roc_fig = Figure(figsize=(5, 5), layout="tight")
+    ax = roc_fig.subplots()
     for name, roc in result["roc"].items():
         ax.plot(roc["fpr"], roc["tpr"], label=f"{name} (AUC {result['auc'][name]:.4f})")
     ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01),
            title=f"ROC (epoch {result['epoch']})")
     ax.legend(loc="lower right", fontsize="small")
-    roc_fig.tight_layout()
     roc_fig.savefig(folder / "roc.png", dpi=100)
-    plt.close("all")
     return {"confusion_matrix": cm_fig, "roc": roc_fig}
 
 

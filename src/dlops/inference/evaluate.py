@@ -17,8 +17,7 @@ from omegaconf import OmegaConf
 from dlops.errors import ConfigError
 from dlops.inference.outdir import new_dir
 from dlops.inference.restore import compose_run_config, relative_to_run, restore
-
-EVAL_DIR = "eval"
+from dlops.rundir import layout
 
 
 def check_same_classes(model: Any, datamodule: Any) -> None:
@@ -49,7 +48,7 @@ def evaluate_run(run_dir: str | Path, ckpt: str = "best", overrides: list[str] |
     from dlops.build import build_datamodule
     from dlops.callbacks.run_status import scalar_metrics
     from dlops.pipeline import quiet_lightning
-    from dlops.runs.summary import now, package_versions
+    from dlops.rundir.summary import now, package_versions
 
     overrides = list(overrides or [])
     restored = restore(run_dir, ckpt)
@@ -61,7 +60,7 @@ def evaluate_run(run_dir: str | Path, ckpt: str = "best", overrides: list[str] |
     quiet_lightning()
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     pl.seed_everything(cfg.get("seed", 0), verbose=False)
-    out_dir = new_dir(restored.run_dir / EVAL_DIR)
+    out_dir = new_dir(restored.run_dir / layout.EVAL)
     try:
         results = test_trainer(cfg, out_dir).test(restored.model, datamodule=datamodule, verbose=False)
     except BaseException:
@@ -78,7 +77,7 @@ def evaluate_run(run_dir: str | Path, ckpt: str = "best", overrides: list[str] |
         "created_at": now(),
         "versions": package_versions(),
     }
-    (out_dir / "metrics.json").write_text(json.dumps(record, indent=1) + "\n")
+    (out_dir / layout.EVAL_METRICS).write_text(json.dumps(record, indent=1) + "\n")
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     write_classifier_plots(restored.model, record, out_dir)
     return out_dir
@@ -102,10 +101,10 @@ def print_table(out_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from dlops.runs.summary import read_summary
+    from dlops.rundir import summary
 
-    record = json.loads((out_dir / "metrics.json").read_text())
-    own = (read_summary(out_dir.parent.parent) or {}).get("test_metrics") or {}
+    record = json.loads((out_dir / layout.EVAL_METRICS).read_text())
+    own = (summary.read(out_dir.parent.parent) or {}).get("test_metrics") or {}
     table = Table(title=f"eval of {record['checkpoint']}"
                   + (f" with {' '.join(record['overrides'])}" if record["overrides"] else ""))
     for column in ("metric", "this eval", "run's own test"):

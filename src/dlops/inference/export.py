@@ -19,11 +19,11 @@ import torch
 from dlops.errors import ConfigError
 from dlops.inference.classify import ClassProbabilities, is_image_classifier
 from dlops.inference.restore import load_weights, relative_to_run, restore, sha256
+from dlops.rundir import layout
 
 OPSET = 18
 TOLERANCE = 1e-4  # max abs difference of outputs allowed between onnxruntime and torch
 BATCHES = (1, 33)  # verified batch sizes: one image, and an odd batch
-EXPORT_DIR = "export"
 
 
 def sample_inputs(datamodule: Any, count: int) -> torch.Tensor:
@@ -110,7 +110,7 @@ def export_model(model: Any, datamodule: Any, run_dir: Path, checkpoint: Path) -
     names = ("pixels", "probabilities") if classifier else ("input", "output")
     inputs = sample_inputs(datamodule, max(BATCHES))
     inputs = inputs.float() if classifier else inputs
-    export_dir = run_dir / EXPORT_DIR
+    export_dir = run_dir / layout.EXPORT
     tmp = export_dir / f".tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -133,11 +133,11 @@ def export_model(model: Any, datamodule: Any, run_dir: Path, checkpoint: Path) -
                          "onnxruntime": onnxruntime.__version__},
         }
         (tmp / "model.json").write_text(json.dumps(info, indent=1) + "\n")
-        os.replace(tmp / "model.onnx", export_dir / "model.onnx")
-        os.replace(tmp / "model.json", export_dir / "model.json")  # last: it vouches for model.onnx
+        os.replace(tmp / "model.onnx", run_dir / layout.EXPORT_MODEL)
+        os.replace(tmp / "model.json", run_dir / layout.EXPORT_INFO)  # last: it vouches for model.onnx
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return export_dir / "model.json"
+    return run_dir / layout.EXPORT_INFO
 
 
 def export_run(run_dir: str | Path, ckpt: str = "best", fmt: str = "onnx") -> Path:

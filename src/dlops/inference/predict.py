@@ -17,6 +17,7 @@ from dlops.errors import ConfigError
 from dlops.inference.classify import ClassProbabilities, is_image_classifier
 from dlops.inference.outdir import new_dir
 from dlops.inference.restore import Restored, restore
+from dlops.rundir import layout
 from dlops.serve.images import ImageError, decode_image, image_files
 
 BATCH = 512
@@ -61,7 +62,7 @@ def predict_run(run_dir: str | Path, inputs: list[str], ckpt: str = "best", out:
     if out == "-":
         sys.stdout.write(buffer.getvalue())
         return "-"
-    path = Path(out) if out else new_dir(restored.run_dir / "predict") / "predictions.csv"
+    path = Path(out) if out else new_dir(restored.run_dir / layout.PREDICT) / "predictions.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(buffer.getvalue())
     return str(path)
@@ -85,7 +86,8 @@ def predict_with_datamodule(restored: Restored, inputs: list[str]) -> tuple[list
         raise ConfigError(f"{kind} predicts through its datamodule's predict_dataloader, which "
                           f"chooses the inputs; leave out {' '.join(inputs)}.")
     datamodule.setup("predict")
-    outputs = test_trainer(restored.cfg, restored.run_dir / "predict").predict(model, datamodule=datamodule)
+    trainer = test_trainer(restored.cfg, restored.run_dir / layout.PREDICT)
+    outputs = trainer.predict(model, datamodule=datamodule)
     rows = []
     for batch in outputs or []:
         values = torch.as_tensor(batch).detach().cpu()

@@ -13,10 +13,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from dlops.errors import ConfigError
+from dlops.rundir import layout
 
-RUN_CONFIG = Path(".hydra") / "config.yaml"
-RUN_HYDRA = Path(".hydra") / "hydra.yaml"
-LAST = Path("checkpoints") / "last.ckpt"
+RUN_CONFIG, RUN_HYDRA, LAST = layout.HYDRA_CONFIG, layout.HYDRA_RUNTIME, layout.LAST_CHECKPOINT
 
 
 @dataclass
@@ -61,14 +60,14 @@ def find_checkpoint(run_dir: Path, which: str = "best") -> Path:
         return path.resolve()
     relative = LAST
     if which == "best":
-        from dlops.runs.summary import read_summary
+        from dlops.rundir import summary
 
-        best = (read_summary(run_dir) or {}).get("best_checkpoint")
+        best = (summary.read(run_dir) or {}).get("best_checkpoint")
         relative = Path(best) if isinstance(best, str) and best else LAST  # no monitor: last is all there is
     path = (run_dir / relative).resolve()
     inside = path.is_relative_to(run_dir)
     if not (inside and path.is_file()):
-        found = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt")) if inside else []
+        found = sorted(p.name for p in (run_dir / layout.CHECKPOINTS).glob("*.ckpt")) if inside else []
         where = f"{relative} is outside the run dir" if not inside else f"{relative} does not exist"
         raise ConfigError(f"{run_dir} has no {which} checkpoint ({where}; checkpoints/ holds "
                           f"{found or 'nothing'}). Train the run to the end, resume it, or give "
@@ -120,7 +119,7 @@ def compose_run_config(run_dir: Path, overrides: list[str] | tuple[str, ...] = (
     from omegaconf import open_dict, read_write
     from omegaconf.errors import OmegaConfBaseException
 
-    from dlops.runs.resolvers import register_resolvers
+    from dlops.lifecycle.resolvers import register_resolvers
 
     register_resolvers()
     overrides = list(overrides)
@@ -150,7 +149,7 @@ def compose_run_config(run_dir: Path, overrides: list[str] | tuple[str, ...] = (
 
 def load_weights(model: Any, checkpoint: Path) -> int | None:
     """Load the checkpoint's `state_dict` into `model` (safe loader, strict); return its epoch."""
-    from dlops.runs.checkpoints import read_checkpoint
+    from dlops.lifecycle.checkpoints import read_checkpoint
 
     saved = read_checkpoint(checkpoint)
     try:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from dlops.errors import ConfigError
+from dlops.rundir import layout
 from dlops.serve.images import ImageError, decode_image
 
 MAX_UPLOAD_BYTES = 4 * 1024 * 1024  # a 28x28 PNG is < 1 KB, its JSON pixels ~4 KB
@@ -21,14 +22,14 @@ MAX_UPLOAD_BYTES = 4 * 1024 * 1024  # a 28x28 PNG is < 1 KB, its JSON pixels ~4 
 def read_export(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
     """RUN/export/ and its model.json, or ConfigError saying what is missing."""
     run = Path(run_dir)
-    if not (run / ".hydra" / "config.yaml").is_file():
+    if not (run / layout.HYDRA_CONFIG).is_file():
         raise ConfigError(f"{run_dir} is not a dlops run directory (no .hydra/config.yaml); give a run "
                           "directory such as outputs/<date>/<time>.")
-    export = run / "export"
-    if not ((export / "model.onnx").is_file() and (export / "model.json").is_file()):
+    export = run / layout.EXPORT
+    if not ((run / layout.EXPORT_MODEL).is_file() and (run / layout.EXPORT_INFO).is_file()):
         raise ConfigError(f"{run_dir} has not been exported yet (no export/model.onnx + model.json); "
                           f"run: dlops export {run_dir}")
-    info = json.loads((export / "model.json").read_text())
+    info = json.loads((run / layout.EXPORT_INFO).read_text())
     if "class_names" not in info:
         raise ConfigError(f"{run_dir}'s export is not an image classifier (model.json has no "
                           "class_names); dlops serve serves image classifiers only.")
@@ -96,7 +97,8 @@ def create_app(run_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES) ->
     from fastapi import FastAPI, HTTPException, Request
 
     export, info = read_export(run_dir)
-    session = onnxruntime.InferenceSession(str(export / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(str(Path(run_dir) / layout.EXPORT_MODEL),
+                                           providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
     shape = [int(d) for d in info["input"]["shape"][1:]]
     names = list(info["class_names"])

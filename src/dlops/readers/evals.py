@@ -4,6 +4,8 @@ import json
 import math
 from pathlib import Path
 
+from dlops.rundir import layout
+
 MAX_BYTES = 1 << 20  # a metrics.json is a few hundred bytes; anything larger is not one
 
 
@@ -12,11 +14,11 @@ def latest_eval_metrics(run_dir: Path) -> dict[str, float]:
 
     Never follows a link, and skips a file that is too large or not the JSON `dlops eval` writes.
     """
-    evals = run_dir / "eval"
+    evals = run_dir / layout.EVAL
     if evals.is_symlink() or not evals.is_dir():
         return {}
     for folder in sorted(evals.iterdir(), key=lambda p: p.name, reverse=True):
-        file = folder / "metrics.json"
+        file = folder / layout.EVAL_METRICS
         if folder.is_symlink() or file.is_symlink() or not file.is_file() or file.stat().st_size > MAX_BYTES:
             continue
         try:

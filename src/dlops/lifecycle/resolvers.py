@@ -7,6 +7,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from dlops.errors import ConfigError
+from dlops.lifecycle.argv import cannot_create
 
 # the datamodule that `${data:NAME}` reads: set by dlops.build once it is set up
 _datamodule: Any = None
@@ -30,26 +31,6 @@ def unique_dir(path: str) -> str:
                 candidate = f"{path}-{n}"
     except OSError as exc:
         raise SystemExit(cannot_create(candidate, exc)) from None  # Hydra would print a traceback
-
-
-def cannot_create(path: str, exc: OSError) -> str:
-    """The message for a run directory that cannot be made."""
-    return (f"error: cannot create the run directory {Path(path).resolve()}: {exc.strerror}. "
-            "Start train.py from a folder you can write to, or set hydra.run.dir "
-            "(hydra.sweep.dir with -m) to one.")
-
-
-def make_run_dirs(argv: list[str]) -> None:
-    """Create the run (or sweep) directory given literally on the command line, before Hydra does,
-    so that an unwritable one ends with one message (exit code 1) instead of a traceback."""
-    key = "hydra.sweep.dir" if any(a in ("-m", "--multirun") for a in argv) else "hydra.run.dir"
-    for arg in argv[1:]:
-        name, _, value = arg.partition("=")
-        if name.lstrip("+") == key and value and "${" not in value:
-            try:
-                Path(value).mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise SystemExit(cannot_create(value, exc)) from None
 
 
 def hydra_subdir(run_dir: str, name: str = ".hydra") -> str | None:

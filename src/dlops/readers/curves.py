@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dlops.errors import ConfigError
-from dlops.runs.discover import METRICS_CSV, Run, read_curves
+from dlops.readers.discover import METRICS_CSV, Run, read_curves
 
 MAX_LEGEND = 20  # more runs than this: the legend would hide the plot
 MAX_PANELS = 4  # kinds of metric in one run's learning curves (loss first)

@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint
 
 from dlops.errors import ConfigError
-from dlops.runs.summary import now, write_summary
+from dlops.rundir import summary as run_summary
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def best_checkpoint(trainer: pl.Trainer) -> tuple[str | None, float | None]:
     return callback.best_model_path, None if score is None else float(score)
 
 
-class RunStatus(Checkpoint):
+class SummaryProgress(Checkpoint):
     """Rewrites the run's summary at the end of every epoch with the latest metrics.
 
     A `Checkpoint` subclass so that Lightning calls it after the module's own
@@ -42,15 +42,11 @@ class RunStatus(Checkpoint):
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         path, score = best_checkpoint(trainer)
-        self.summary.update(
-            updated_at=now(),
-            epochs_completed=trainer.current_epoch + 1,
-            global_step=trainer.global_step,
-            last_metrics=scalar_metrics(trainer.callback_metrics),
-            best_checkpoint=path,
-            best_metric=None if score is None or math.isnan(score) else score,
-        )
-        write_summary(self.run_dir, self.summary)
+        run_summary.progress(self.summary, epochs_completed=trainer.current_epoch + 1,
+                             global_step=trainer.global_step,
+                             last_metrics=scalar_metrics(trainer.callback_metrics), best_checkpoint=path,
+                             best_metric=None if score is None or math.isnan(score) else score)
+        run_summary.write(self.run_dir, self.summary)
         metrics = ", ".join(f"{k} {v:.4g}" for k, v in self.summary["last_metrics"].items())
         log.info(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {metrics}")
 
