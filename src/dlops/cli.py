@@ -218,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dlops {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # e.g. a ConfigError of a datamodule, wrapped by hydra's instantiate
-        from dlops.pipeline import user_message
+        from dlops.lifecycle.failures import user_message
 
         if user_message(exc) is None:
             raise
