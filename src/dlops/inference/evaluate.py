@@ -7,7 +7,6 @@ evaluation callback draws during training. The run's own files are never changed
 
 import json
 import logging
-import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from omegaconf import OmegaConf
 from dlops.errors import ConfigError
 from dlops.inference.outdir import new_dir
 from dlops.inference.restore import compose_run_config, relative_to_run, restore
-from dlops.rundir import layout
+from dlops.rundir import atomic, layout
 
 
 def check_same_classes(model: Any, datamodule: Any) -> None:
@@ -71,14 +70,12 @@ def evaluate_run(run_dir: str | Path, ckpt: str = "best", overrides: list[str] |
         "checkpoint_sha256": restored.checkpoint_sha256,
         "epoch": restored.epoch,
         "overrides": overrides,
-        # strict JSON: a metric that is not a number (e.g. AUROC of a one-class test set) is null
-        "metrics": {k: v if math.isfinite(v) else None
-                    for k, v in (scalar_metrics(results[0]) if results else {}).items()},
+        "metrics": scalar_metrics(results[0]) if results else {},  # NaN is written as null
         "created_at": now(),
         "versions": package_versions(),
     }
-    (out_dir / layout.EVAL_METRICS).write_text(json.dumps(record, indent=1) + "\n")
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    atomic.write_json(out_dir / layout.EVAL_METRICS, record)
+    atomic.write_bytes(out_dir / "config.yaml", OmegaConf.to_yaml(cfg).encode())
     write_classifier_plots(restored.model, record, out_dir)
     return out_dir
 

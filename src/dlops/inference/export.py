@@ -7,7 +7,6 @@ figures of the check). Both are written to a temp folder first and moved in only
 check passes, so `export/` never holds an unverified model.
 """
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 from dlops.errors import ConfigError
 from dlops.inference.classify import ClassProbabilities, is_image_classifier
 from dlops.inference.restore import load_weights, relative_to_run, restore, sha256
-from dlops.rundir import layout
+from dlops.rundir import atomic, layout
 
 OPSET = 18
 TOLERANCE = 1e-4  # max abs difference of outputs allowed between onnxruntime and torch
@@ -132,7 +131,7 @@ def export_model(model: Any, datamodule: Any, run_dir: Path, checkpoint: Path) -
             "versions": {"dlops": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
                          "onnxruntime": onnxruntime.__version__},
         }
-        (tmp / "model.json").write_text(json.dumps(info, indent=1) + "\n")
+        atomic.write_json(tmp / "model.json", info)
         os.replace(tmp / "model.onnx", run_dir / layout.EXPORT_MODEL)
         os.replace(tmp / "model.json", run_dir / layout.EXPORT_INFO)  # last: it vouches for model.onnx
     finally:

@@ -17,7 +17,7 @@ from dlops.errors import ConfigError
 from dlops.inference.classify import ClassProbabilities, is_image_classifier
 from dlops.inference.outdir import new_dir
 from dlops.inference.restore import Restored, restore
-from dlops.rundir import layout
+from dlops.rundir import atomic, layout
 from dlops.serve.images import ImageError, decode_image, image_files
 
 BATCH = 512
@@ -63,8 +63,7 @@ def predict_run(run_dir: str | Path, inputs: list[str], ckpt: str = "best", out:
         sys.stdout.write(buffer.getvalue())
         return "-"
     path = Path(out) if out else new_dir(restored.run_dir / layout.PREDICT) / "predictions.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(buffer.getvalue())
+    atomic.write_bytes(path, buffer.getvalue().encode())
     return str(path)
 
 
