@@ -34,11 +34,19 @@ def unique_dir(path: str) -> str:
 
 
 def hydra_subdir(run_dir: str, name: str = ".hydra") -> str | None:
-    """`name`, or None (Hydra then writes nothing) when `run_dir/name` already holds a run's config.
+    """`name`, or None (Hydra then writes nothing) when `run_dir/name` already holds a run's config
+    or this process is a distributed rank other than 0.
 
     So `resume=`, which makes Hydra work in an existing run dir, keeps the config the run started with.
+    Ranks > 0 always get None: Hydra resolves this twice per job, and a rank that read "no config
+    yet" and then None (rank 0 had written it in between) crashed in Hydra's `run_job` (1 run in 9
+    of a 2-task SLURM job); the run's files are rank 0's anyway.
     """
-    return None if (Path(run_dir) / name / "config.yaml").exists() else name
+    from dlops.lifecycle.ddp import is_rank_zero
+
+    if not is_rank_zero() or (Path(run_dir) / name / "config.yaml").exists():
+        return None
+    return name
 
 
 def set_datamodule(datamodule: Any) -> None:

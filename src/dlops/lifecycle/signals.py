@@ -17,6 +17,13 @@ _previous: dict[int, object] = {}
 
 
 def _handle(signum: int, frame: FrameType | None) -> None:
+    request_stop(signum)
+
+
+def request_stop(signum: int) -> None:
+    """Ask the run to stop at the next safe point as if `signum` had arrived (a second time: at once).
+
+    The SLURM launcher routes its time-limit signal here (see dlops.lifecycle.slurm)."""
     if _received:
         raise KeyboardInterrupt  # asked twice: stop now
     _received.append(signum)
