@@ -57,6 +57,95 @@ def report(args: argparse.Namespace) -> None:
         print(f"wrote {args.html}", file=sys.stderr)
 
 
+def check_run(args: argparse.Namespace) -> None:
+    """Refuse a dir that is not a run, or a missing checkpoint, before torch is imported (~seconds)."""
+    from dlops.inference.restore import check_run_dir, find_checkpoint
+
+    find_checkpoint(check_run_dir(args.run_dir), args.ckpt)
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    check_run(args)
+    from dlops.inference.evaluate import evaluate_run, print_table
+
+    print_table(evaluate_run(args.run_dir, args.ckpt, args.overrides))
+
+
+def predict(args: argparse.Namespace) -> None:
+    check_run(args)
+    from dlops.inference.predict import predict_run
+
+    out = predict_run(args.run_dir, args.inputs, args.ckpt, args.out)
+    if out != "-":
+        print(f"wrote {out}")
+
+
+def export(args: argparse.Namespace) -> None:
+    import json
+
+    check_run(args)
+    from dlops.inference.export import export_run
+
+    info = json.loads(export_run(args.run_dir, args.ckpt, args.format).read_text())
+    checks = ", ".join(f"batch {c['batch_size']}: max abs diff {c['max_abs_diff']:.2e}"
+                       for c in info["verification"]["batches"])
+    print(f"wrote {args.run_dir}/export/model.onnx and model.json (opset {info['opset']}; verified "
+          f"against torch, argmax agrees, {checks})")
+
+
+def serve(args: argparse.Namespace) -> None:
+    from dlops.serve.app import serve as run_server  # imports no torch
+
+    run_server(args.run_dir, args.host, args.port, args.max_upload_bytes)
+
+
+def add_after_training(commands: argparse._SubParsersAction) -> None:
+    """eval, predict, export, serve: what a finished run can do (README "After training")."""
+    ckpt = {"default": "best", "metavar": "best|last|PATH",
+            "help": "checkpoint to use: the run's best (default), last.ckpt, or a file"}
+    ev = commands.add_parser(
+        "eval", help="test a run's checkpoint again, on its own test split or other data",
+        description="Evaluate a run's checkpoint with the run's own config through trainer.test; "
+        "OVERRIDES (e.g. datamodule=image_folder datamodule.root=DIR) choose other data. Writes "
+        "RUN/eval/<date>_<time>/metrics.json (+ confusion matrix and ROC for classifiers).")
+    ev.add_argument("run_dir", metavar="RUN", help="run directory")
+    ev.add_argument("overrides", nargs="*", metavar="OVERRIDES", help="Hydra overrides, key=value")
+    ev.add_argument("--ckpt", **ckpt)
+    ev.set_defaults(handler=evaluate)
+
+    pr = commands.add_parser(
+        "predict", help="class probabilities for image files, as CSV",
+        description="Predict image files (or folders of them) with a run's model: a CSV with path, "
+        "predicted class and one probability column per class. Models that are not image "
+        "classifiers predict through their predict_step and datamodule's predict_dataloader.")
+    pr.add_argument("run_dir", metavar="RUN", help="run directory")
+    pr.add_argument("inputs", nargs="*", metavar="INPUT", help="image file or folder")
+    pr.add_argument("--out", metavar="FILE", help="CSV to write ('-' = stdout); default "
+                    "RUN/predict/<date>_<time>/predictions.csv")
+    pr.add_argument("--ckpt", **ckpt)
+    pr.set_defaults(handler=predict)
+
+    ex = commands.add_parser(
+        "export", help="export a run's model to ONNX, verified against torch",
+        description="Write RUN/export/model.onnx (raw 0-255 pixels in, class probabilities out, "
+        "dynamic batch) and model.json, after checking onnxruntime against torch on the run's data.")
+    ex.add_argument("run_dir", metavar="RUN", help="run directory")
+    ex.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
+    ex.add_argument("--ckpt", **ckpt)
+    ex.set_defaults(handler=export)
+
+    se = commands.add_parser(
+        "serve", help="serve a run's ONNX export over HTTP (FastAPI + onnxruntime, no torch)",
+        description="Serve RUN/export/model.onnx: GET /health, GET /metadata, POST /predict "
+        "(multipart field 'file' with a PNG/JPEG, or JSON {\"pixels\": [[...]]}); API docs at /docs.")
+    se.add_argument("run_dir", metavar="RUN", help="run directory, exported with `dlops export`")
+    se.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    se.add_argument("--port", type=int, default=8000, help="port (0 = any free one)")
+    se.add_argument("--max-upload-bytes", type=int, default=4 * 1024 * 1024,
+                    help="larger request bodies are answered 413")
+    se.set_defaults(handler=serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dlops", description="Tools for dlops runs. Train with `python train.py`."
@@ -112,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--curves", metavar="DIR", help="write one learning-curve PNG per metric here")
     rep.add_argument("--html", metavar="OUT.html", help="write a self-contained HTML report")
     rep.set_defaults(handler=report)
+    add_after_training(commands)
     return parser
 
 
@@ -128,6 +218,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.handler(args)
     except ConfigError as exc:
         print(f"dlops {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # e.g. a ConfigError of a datamodule, wrapped by hydra's instantiate
+        from dlops.lifecycle.failures import user_message
+
+        if user_message(exc) is None:
+            raise
+        print(f"dlops {args.command}: error: {user_message(exc)}", file=sys.stderr)
         return 2
     return 0
 

@@ -166,6 +166,10 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
         record_trackers(loggers, summary)
         log_config(loggers, cfg, parameters=summary["parameters"], seed=cfg.seed, tags=summary["tags"])
         objective = fit_then_test(cfg, trainer, model, datamodule, run_dir, summary, checkpoint)
+        if cfg.get("export") and is_rank_zero():  # export=onnx: RUN/export/, verified against torch
+            from dlops.inference.export import export_after_training
+
+            export_after_training(cfg, model, datamodule, run_dir, summary["best_checkpoint"])
         status = "completed"
     finally:
         finish(loggers, status, objective)

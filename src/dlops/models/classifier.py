@@ -68,6 +68,9 @@ class Classifier(pl.LightningModule):
         # the last validation epoch's probabilities and labels (read by the evaluation callback)
         self.val_probs: torch.Tensor | None = None
         self.val_labels: torch.Tensor | None = None
+        # the same for the last test epoch (read by `dlops eval` for its confusion matrix and ROC)
+        self.test_probs: torch.Tensor | None = None
+        self.test_labels: torch.Tensor | None = None
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None,  # type: ignore[override]
@@ -173,7 +176,7 @@ class Classifier(pl.LightningModule):
         self.val_probs, self.val_labels = self._log_epoch("val")
 
     def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")
+        self.test_probs, self.test_labels = self._log_epoch("test")
 
     def _log_epoch(self, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss, accuracy and AUROC over the whole epoch (gathered from every process)."""

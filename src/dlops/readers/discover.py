@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dlops.errors import ConfigError
+from dlops.readers.evals import latest_eval_metrics
 from dlops.rundir import layout, liveness, overrides
 from dlops.rundir.safe_read import MAX_CSV, MAX_JSON, MAX_YAML, Unreadable, check_inside, read_inside
 
@@ -40,6 +41,7 @@ class Run:
     best_metric: float | None = None  # of `monitor`, as the checkpoint callback saw it
     last_metrics: dict[str, float] = field(default_factory=dict)
     test_metrics: dict[str, float] = field(default_factory=dict)
+    eval_metrics: dict[str, float] = field(default_factory=dict)  # the newest `dlops eval`, eval_<metric>
     duration_s: float | None = None
     error: str | None = None
 
@@ -199,6 +201,7 @@ def _load_run(run_dir: Path) -> Run:
         best_metric=_number(summary.get("best_metric")),
         last_metrics=_numbers(summary.get("last_metrics")),
         test_metrics=_numbers(summary.get("test_metrics")),
+        eval_metrics=latest_eval_metrics(run_dir),
         duration_s=_duration(summary),
         error=_error_text(summary.get("error")),
     )

@@ -52,9 +52,10 @@ def build_report(runs: Sequence[Run], metrics: Sequence[str] = (), sort: str | N
     rows = [leaderboard_row(run, varying, metrics, modes) for run in runs]
     tests = [m for m in TEST_METRICS if any(m in row for row in rows)]
     tests += sorted({k for row in rows for k in row if k.startswith("test_")} - set(tests))
+    evals = sorted({k for row in rows for k in row if k.startswith("eval_")})  # beside the run's own
     columns = [*varying, "status", "epochs", "max_epochs",
                *[f"{kind}_{m}" for m in metrics for kind in ("best", "final")],
-               *tests, "duration_s", "run_dir"]
+               *tests, *evals, "duration_s", "run_dir"]
     rows = [{c: row.get(c) for c in columns} for row in rows]
 
     column = sort_column(sort or metrics[0], columns)
@@ -63,7 +64,7 @@ def build_report(runs: Sequence[Run], metrics: Sequence[str] = (), sort: str | N
     runs, rows = [runs[i] for i in order], [rows[i] for i in order]
 
     keys = group_keys(group_by, varying, runs)
-    values = [c for c in columns if c.startswith(("best_", "final_", "test_")) or c == "duration_s"]
+    values = [c for c in columns if c.startswith(("best_", "final_", "test_", "eval_")) or c == "duration_s"]
     groups = aggregate(runs, rows, keys, values)
     if column in values:  # best group first, by the mean of the ranking column
         ranked = sort_order([g[f"{column}_mean"] for g in groups], descending != reverse)
@@ -162,6 +163,7 @@ def leaderboard_row(run: Run, varying: Sequence[str], metrics: Sequence[str],
         row[f"best_{metric}"] = best_value(run, metric, modes[metric])
         row[f"final_{metric}"] = final_value(run, metric)
     row.update(run.test_metrics)
+    row.update(run.eval_metrics)
     row.update(duration_s=run.duration_s, run_dir=str(run.path))
     return row
 

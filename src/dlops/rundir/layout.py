@@ -17,6 +17,14 @@ METRICS_CSV = Path("csv") / "metrics.csv"
 PLOTS = "plots"
 LEARNING_CURVES = Path(PLOTS) / "learning_curves.png"
 
+# written after training, each in a folder of its own (dlops eval, predict, export)
+EVAL = "eval"  # eval/<date>_<time>/metrics.json, ...
+EVAL_METRICS = "metrics.json"
+PREDICT = "predict"  # predict/<date>_<time>/predictions.csv
+EXPORT = "export"
+EXPORT_MODEL = Path(EXPORT) / "model.onnx"
+EXPORT_INFO = Path(EXPORT) / "model.json"
+
 # in a sweep dir
 MULTIRUN = "multirun.yaml"
 MULTIRUN_ORIGINAL = "multirun.original.yaml"

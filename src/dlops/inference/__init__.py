@@ -1,0 +1,1 @@
+"""After training: evaluate, predict and export a finished run (these modules import torch)."""

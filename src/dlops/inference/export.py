@@ -1,0 +1,158 @@
+"""`dlops export RUN`: the run's model as ONNX, verified against torch before it counts as done.
+
+Writes `RUN/export/model.onnx` (dynamic batch axis; for image classifiers raw 0-255 pixels in and
+class probabilities out, the preprocessing inside the graph) and `RUN/export/model.json` (what
+goes in and out, class names, the source checkpoint and its sha256, versions, and the parity
+figures of the check). Both are written to a temp folder first and moved in only when the
+check passes, so `export/` never holds an unverified model.
+"""
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dlops.errors import ConfigError
+from dlops.inference.classify import ClassProbabilities, is_image_classifier
+from dlops.inference.restore import load_weights, relative_to_run, restore, sha256
+from dlops.rundir import atomic, layout
+
+OPSET = 18
+TOLERANCE = 1e-4  # max abs difference of outputs allowed between onnxruntime and torch
+BATCHES = (1, 33)  # verified batch sizes: one image, and an odd batch
+
+
+def sample_inputs(datamodule: Any, count: int) -> torch.Tensor:
+    """The first `count` inputs of the datamodule's test split (fewer if it has fewer)."""
+    datamodule.setup("test")
+    taken: list[torch.Tensor] = []
+    for batch in datamodule.test_dataloader():
+        inputs = batch[0] if isinstance(batch, list | tuple) else batch
+        taken.append(torch.as_tensor(inputs))
+        if sum(len(t) for t in taken) >= count:
+            break
+    if not taken:
+        raise ConfigError("the run's test split is empty: no real inputs to verify an export with.")
+    return torch.cat(taken)[:count]
+
+
+def verify(onnx_file: Path, net: torch.nn.Module, inputs: torch.Tensor) -> dict[str, Any]:
+    """onnxruntime against torch on `inputs`, at each batch size of BATCHES: max abs difference and
+    whether the argmax agrees on every row."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    checks = []
+    for size in BATCHES:
+        batch = inputs[: min(size, len(inputs))]
+        with torch.inference_mode():
+            expected = net(batch).float().numpy()
+        got = session.run(None, {name: batch.numpy()})[0]
+        argmax = expected.ndim < 2 or bool((expected.argmax(-1) == got.argmax(-1)).all())
+        checks.append({"batch_size": len(batch), "max_abs_diff": float(np.abs(expected - got).max()),
+                       "argmax_agrees": argmax})
+    passed = all(c["max_abs_diff"] <= TOLERANCE and c["argmax_agrees"] for c in checks)
+    return {"passed": passed, "tolerance": TOLERANCE, "inputs": "the first images of the run's test split",
+            "batches": checks}
+
+
+def to_onnx(net: torch.nn.Module, example: torch.Tensor, path: Path, names: tuple[str, str]) -> None:
+    """torch.export-based ONNX export with a dynamic batch axis; ConfigError with the reason if it fails."""
+    import warnings
+
+    batch = torch.export.Dim("batch", min=1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (example,), str(path), input_names=[names[0]], output_names=[names[1]],
+                              dynamic_shapes=({0: batch},), opset_version=OPSET, dynamo=True,
+                              external_data=False, verbose=False)
+    except Exception as exc:  # the exporter raises many kinds; all mean "this model cannot go to ONNX"
+        reason = " ".join(str(exc).split())[:600] or type(exc).__name__
+        raise ConfigError(f"{type(net).__name__} cannot be exported to ONNX: {reason}") from None
+
+
+def describe(model: Any, inputs: torch.Tensor, names: tuple[str, str], classifier: bool) -> dict[str, Any]:
+    """model.json's description of what goes in and what comes out."""
+    shape = ["batch", *inputs.shape[1:]]
+    if not classifier:
+        return {"input": {"name": names[0], "shape": shape, "dtype": str(inputs.dtype).removeprefix("torch."),
+                          "meaning": "what the model's forward takes (from its test_dataloader)"},
+                "output": {"name": names[1], "meaning": "the model's forward output"}}
+    class_names = list(model.hparams.class_names)
+    return {
+        "input": {"name": names[0], "shape": shape, "dtype": "float32", "range": [0, 255],
+                  "color_mode": "L" if inputs.shape[1] == 1 else "RGB",
+                  "meaning": "raw pixel values 0-255 as float32, (batch, channels, height, width); the "
+                             "model's scaling and normalisation are inside the graph"},
+        "output": {"name": names[1], "shape": ["batch", len(class_names)], "dtype": "float32",
+                   "meaning": "probabilities, one column per class in class_names order (they sum to 1)"},
+        "class_names": class_names,
+    }
+
+
+def export_model(model: Any, datamodule: Any, run_dir: Path, checkpoint: Path) -> Path:
+    """Export `model` with the weights of `checkpoint` into RUN/export/, verified; return model.json."""
+    import onnx
+    import onnxruntime
+
+    from dlops import __version__
+
+    load_weights(model, checkpoint)
+    model = model.cpu().eval()
+    classifier = is_image_classifier(model)
+    net = ClassProbabilities(model).eval() if classifier else model
+    names = ("pixels", "probabilities") if classifier else ("input", "output")
+    inputs = sample_inputs(datamodule, max(BATCHES))
+    inputs = inputs.float() if classifier else inputs
+    export_dir = run_dir / layout.EXPORT
+    tmp = export_dir / f".tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        to_onnx(net, inputs[:2] if len(inputs) > 1 else inputs, tmp / "model.onnx", names)
+        check = verify(tmp / "model.onnx", net, inputs)
+        if not check["passed"]:
+            raise ConfigError(f"the ONNX model of {type(model).__name__} does not match torch within "
+                              f"{TOLERANCE}: {check['batches']}; nothing was written to {export_dir}.")
+        opset = next(o.version for o in onnx.load(str(tmp / "model.onnx")).opset_import if o.domain == "")
+        info = {
+            "format": "onnx",
+            "file": "model.onnx",
+            "opset": opset,
+            "model": type(model).__name__,
+            **describe(model, inputs, names, classifier),
+            "source_checkpoint": {"path": relative_to_run(checkpoint, run_dir), "sha256": sha256(checkpoint)},
+            "verification": check,
+            "versions": {"dlops": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                         "onnxruntime": onnxruntime.__version__},
+        }
+        atomic.write_json(tmp / "model.json", info)
+        os.replace(tmp / "model.onnx", run_dir / layout.EXPORT_MODEL)
+        os.replace(tmp / "model.json", run_dir / layout.EXPORT_INFO)  # last: it vouches for model.onnx
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return run_dir / layout.EXPORT_INFO
+
+
+def export_run(run_dir: str | Path, ckpt: str = "best", fmt: str = "onnx") -> Path:
+    """`dlops export`: restore the run with checkpoint `ckpt` and export it."""
+    if fmt != "onnx":
+        raise ConfigError(f"--format {fmt}: only onnx is supported.")
+    restored = restore(run_dir, ckpt)
+    return export_model(restored.model, restored.datamodule, restored.run_dir, restored.checkpoint)
+
+
+def export_after_training(cfg: Any, model: Any, datamodule: Any, run_dir: Path, best: str | None) -> None:
+    """The `export=onnx` option: export the run's best (or last) checkpoint when training ends."""
+    from dlops.inference.restore import find_checkpoint
+
+    fmt, which = cfg.export.get("format", "onnx"), cfg.export.get("ckpt", "best")
+    if fmt != "onnx":
+        raise ConfigError(f"export.format={fmt}: only onnx is supported.")
+    checkpoint = run_dir / best if which == "best" and best else find_checkpoint(run_dir, "last")
+    export_model(model, datamodule, run_dir.resolve(), checkpoint.resolve())

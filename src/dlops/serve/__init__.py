@@ -1,0 +1,1 @@
+"""Serve an exported run over HTTP with onnxruntime. Nothing under here imports torch."""

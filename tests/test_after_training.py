@@ -1,0 +1,255 @@
+"""After training: `dlops eval`, `predict`, `export` and `serve` on real runs trained by `python train.py`.
+
+One sweep trains the four models these commands must handle (MLP and CNN, binary and ten-class),
+each exported at the end of training by `export=onnx`; the tests read back what the commands
+write and talk to a real `dlops serve` over HTTP on 127.0.0.1.
+"""
+
+import csv
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+from helpers import QUICK, clean_env, run_dirs, summary, train
+from PIL import Image
+
+from dlops.data.export import write_image_folder
+
+pytestmark = pytest.mark.slow
+KINDS = {("mlp", "3"): "mlp-binary", ("mlp", "null"): "mlp-ten", ("cnn", "3"): "cnn-binary",
+         ("cnn", "null"): "cnn-ten"}
+
+
+def dlops(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the `dlops` command in `cwd`."""
+    result = subprocess.run([sys.executable, "-m", "dlops.cli", *args], cwd=cwd, env=clean_env(),
+                            capture_output=True, text=True, timeout=300)
+    if check and result.returncode != 0:
+        pytest.fail(f"dlops {' '.join(args)} exited {result.returncode}:\n{result.stdout[-3000:]}\n"
+                    f"{result.stderr[-3000:]}")
+    return result
+
+
+def fails(cwd: Path, *args: str) -> str:
+    """Run `dlops ARGS` expecting one message and a non-zero exit; return the message."""
+    result = dlops(cwd, *args, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in output, output[-3000:]
+    assert output.strip().startswith(f"dlops {args[0]}: error:"), output[-3000:]
+    return output
+
+
+def fingerprint(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    """A folder with `digits/` (dlops make-dataset) and the four exported runs of one sweep."""
+    cwd = tmp_path_factory.mktemp("after")
+    write_image_folder(cwd / "digits", per_class=6, test_fraction=0.5)
+    train(cwd, "-m", "model=mlp,cnn", "datamodule.positive_digit=3,null", "export=onnx", *QUICK,
+          "trainer.max_epochs=1", "+trainer.limit_train_batches=8", timeout=900)
+    return cwd
+
+
+@pytest.fixture(scope="module")
+def runs(work) -> dict[str, Path]:
+    found = {}
+    for run_dir in run_dirs(work, "multirun"):
+        overrides = dict(o.split("=", 1) for o in summary(run_dir)["overrides"])
+        found[KINDS[overrides["model"], overrides["datamodule.positive_digit"]]] = run_dir
+    assert sorted(found) == sorted(KINDS.values())
+    return found
+
+
+def test_eval_reproduces_the_runs_test_metrics_without_touching_its_files(work, runs):
+    run_dir = runs["mlp-binary"]
+    before = fingerprint(run_dir)
+    output = dlops(work, "eval", str(run_dir)).stdout
+    [eval_dir] = (run_dir / "eval").iterdir()
+    record = json.loads((eval_dir / "metrics.json").read_text())
+    own = summary(run_dir)["test_metrics"]
+    assert set(record["metrics"]) == set(own) == {"test_acc", "test_auroc", "test_loss"}
+    for name, value in own.items():
+        assert abs(record["metrics"][name] - value) <= 1e-6, (name, record["metrics"][name], value)
+    assert record["checkpoint"] == summary(run_dir)["best_checkpoint"] and record["overrides"] == []
+    checkpoint = (run_dir / record["checkpoint"]).read_bytes()
+    assert record["checkpoint_sha256"] == hashlib.sha256(checkpoint).hexdigest()
+    matrix = json.loads((eval_dir / "evaluation.json").read_text())["confusion_matrix"]
+    assert sum(map(sum, matrix)) == 750  # the bundled test split: 15% of 5,000
+    assert (eval_dir / "roc.png").stat().st_size > 0 and "test_auroc" in output
+    [row] = json.loads(dlops(work, "report", str(run_dir), "--format", "json").stdout)["runs"]
+    assert row["eval_test_acc"] == record["metrics"]["test_acc"] and row["test_acc"] == own["test_acc"]
+    after = {k: v for k, v in fingerprint(run_dir).items() if not k.startswith("eval/")}
+    assert after == before  # training files and the export are as they were
+
+
+def test_eval_on_a_make_dataset_folder_matches_predict(work, runs):
+    run_dir = runs["mlp-ten"]
+    dlops(work, "eval", str(run_dir), "datamodule=image_folder", "datamodule.root=digits")
+    [eval_dir] = (run_dir / "eval").iterdir()
+    record = json.loads((eval_dir / "metrics.json").read_text())
+    assert record["overrides"] == ["datamodule=image_folder", "datamodule.root=digits"]
+    dlops(work, "predict", str(run_dir), "digits/test", "--out", "test.csv")
+    rows = read_csv(work / "test.csv")
+    assert len(rows) == 30 and list(rows[0]) == ["path", "predicted", *(f"p_{d}" for d in range(10))]
+    correct = [Path(row["path"]).parent.name == row["predicted"] for row in rows]
+    assert abs(record["metrics"]["test_acc"] - sum(correct) / len(rows)) <= 1e-6
+    matrix = json.loads((eval_dir / "evaluation.json").read_text())["confusion_matrix"]
+    assert sum(map(sum, matrix)) == 30 and sum(matrix[i][i] for i in range(10)) == sum(correct)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS.values()))
+def test_export_at_the_end_of_training_matches_torch(work, runs, kind):
+    from dlops.inference.predict import class_probabilities, read_images
+    from dlops.inference.restore import restore
+
+    run_dir = runs[kind]
+    info = json.loads((run_dir / "export" / "model.json").read_text())
+    checks = info["verification"]["batches"]
+    print(kind, json.dumps(checks))  # the parity figures, shown with -s
+    assert [c["batch_size"] for c in checks] == [1, 33] and info["verification"]["passed"]
+    assert all(c["max_abs_diff"] <= 1e-4 and c["argmax_agrees"] for c in checks)
+    assert info["source_checkpoint"]["path"] == summary(run_dir)["best_checkpoint"]
+    assert info["class_names"] == (["no 3", "3"] if "binary" in kind else [str(d) for d in range(10)])
+    assert info["input"]["shape"] == ["batch", 1, 28, 28] and info["opset"] >= 18
+    # independently: onnxruntime against the restored torch model on images it was not checked on
+    files = sorted((work / "digits" / "train").rglob("*.png"))
+    pixels = read_images(files, [1, 28, 28])
+    expected = class_probabilities(restore(run_dir).model, pixels).numpy()
+    session = onnxruntime.InferenceSession(str(run_dir / "export" / "model.onnx"))
+    got = session.run(None, {"pixels": pixels.float().numpy()})[0]
+    assert got.shape == (len(files), len(info["class_names"]))
+    assert np.abs(got - expected).max() <= 1e-4 and (got.argmax(1) == expected.argmax(1)).all()
+
+
+def test_export_command_records_the_checkpoint_it_exported(work, runs):
+    run_dir = runs["mlp-binary"]  # the quickest to export again
+    output = dlops(work, "export", str(run_dir), "--ckpt", "last").stdout
+    info = json.loads((run_dir / "export" / "model.json").read_text())
+    assert info["source_checkpoint"] == {
+        "path": "checkpoints/last.ckpt",
+        "sha256": hashlib.sha256((run_dir / "checkpoints" / "last.ckpt").read_bytes()).hexdigest()}
+    assert info["versions"]["torch"] == torch.__version__ and "verified against torch" in output
+    assert not list((run_dir / "export").glob(".tmp-*"))
+
+
+@pytest.fixture
+def server(work, runs):
+    """`dlops serve` of the ten-class MLP as a real uvicorn subprocess on 127.0.0.1 (any free port)."""
+    proc = subprocess.Popen([sys.executable, "-m", "dlops.cli", "serve", str(runs["mlp-ten"]), "--port", "0",
+                             "--max-upload-bytes", "20000"], cwd=work, env=clean_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = proc.stdout.readline()
+    assert "serving" in line, line + proc.stdout.read() if proc.poll() is not None else line
+    url = line.split(" on ")[1].split()[0]
+    try:
+        for _ in range(100):  # the socket listens before uvicorn answers
+            try:
+                httpx.get(f"{url}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield url, proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_serve_answers_like_predict_over_real_http(work, runs, server):
+    url, proc = server
+    run_dir = runs["mlp-ten"]
+    assert url.startswith("http://127.0.0.1:")
+    assert httpx.get(f"{url}/health").json() == {"status": "ok"}
+    assert httpx.get(f"{url}/metadata").json() == json.loads((run_dir / "export" / "model.json").read_text())
+    assert httpx.get(f"{url}/docs").status_code == 200 and "/predict" in httpx.get(f"{url}/openapi.json").text
+    dlops(work, "predict", str(run_dir), "digits/test", "--out", "served.csv")
+    for row in read_csv(work / "served.csv")[::3]:
+        expected = {name[2:]: float(value) for name, value in row.items() if name.startswith("p_")}
+        png = (work / row["path"]).read_bytes()
+        pixels = np.asarray(Image.open(io.BytesIO(png))).tolist()
+        for answer in (httpx.post(f"{url}/predict", files={"file": ("digit.png", png, "image/png")}),
+                       httpx.post(f"{url}/predict", json={"pixels": pixels})):
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            assert body["label"] == row["predicted"]
+            assert max(abs(body["probabilities"][k] - v) for k, v in expected.items()) <= 1e-5
+    # the serving process never loaded torch: no libtorch in its memory map
+    maps = Path(f"/proc/{proc.pid}/maps").read_text()
+    assert "onnxruntime" in maps and "libtorch" not in maps
+
+
+def test_serve_refuses_bad_images_wrong_shapes_and_oversized_uploads(server):
+    url, _ = server
+    corrupt = httpx.post(f"{url}/predict", files={"file": ("x.png", b"not a png", "image/png")})
+    assert corrupt.status_code == 422 and "not an image" in corrupt.json()["detail"]
+    shape = httpx.post(f"{url}/predict", json={"pixels": [[0, 1], [2, 3]]})
+    assert shape.status_code == 422 and "shape [1, 2, 2]" in shape.json()["detail"]
+    assert httpx.post(f"{url}/predict", json={"pixels": [[300.0] * 28] * 28}).status_code == 422
+    big = httpx.post(f"{url}/predict", files={"file": ("big.png", b"\0" * 30000, "image/png")})
+    assert big.status_code == 413 and "upload limit of 20000 bytes" in big.json()["detail"]
+    assert httpx.get(f"{url}/health").status_code == 200  # still serving
+
+
+def test_bad_inputs_of_eval_predict_export_serve_end_in_one_message(work, runs, tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for command in ("eval", "predict", "export", "serve"):
+        assert "is not a dlops run directory" in fails(work, command, str(notes))
+    # a run without checkpoints (or export): its config only
+    bare = tmp_path / "bare"
+    (bare / ".hydra").mkdir(parents=True)
+    config = runs["mlp-binary"] / ".hydra" / "config.yaml"
+    (bare / ".hydra" / "config.yaml").write_bytes(config.read_bytes())
+    for command, *inputs in (("eval",), ("predict", "digits"), ("export",)):
+        assert "has no best checkpoint" in fails(work, command, str(bare), *inputs)
+    assert "has not been exported yet" in fails(work, "serve", str(bare))
+    assert "run: dlops export" in fails(work, "serve", str(bare))
+    output = fails(work, "eval", str(runs["mlp-binary"]), "datamodule=image_folder", "datamodule.root=digits")
+    assert "the run was trained on the classes ['no 3', '3'], the data given has ['0', '1'," in output
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"not a png")
+    output = fails(work, "predict", str(runs["mlp-binary"]), str(corrupt))
+    assert f"cannot read image {corrupt}: not an image" in output
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        output = fails(work, "serve", str(runs["mlp-binary"]), "--port", str(port))
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in output
+
+
+def test_a_model_of_your_own_evaluates_through_its_test_step_and_says_what_it_cannot_do(tmp_path):
+    train(tmp_path, "experiment=diabetes", "trainer.max_epochs=2")
+    [run_dir] = run_dirs(tmp_path)
+    dlops(tmp_path, "eval", str(run_dir))
+    [eval_dir] = (run_dir / "eval").iterdir()
+    metrics = json.loads((eval_dir / "metrics.json").read_text())["metrics"]
+    own = summary(run_dir)["test_metrics"]
+    assert "test_mae" in own and all(abs(metrics[k] - v) <= 1e-6 for k, v in own.items())
+    assert not (eval_dir / "confusion_matrix.csv").exists()  # a regressor: metrics only
+    assert "DiabetesData has no predict_dataloader" in fails(tmp_path, "predict", str(run_dir))
+    dlops(tmp_path, "export", str(run_dir))
+    info = json.loads((run_dir / "export" / "model.json").read_text())
+    assert info["input"]["shape"] == ["batch", 10]
+    assert info["output"]["meaning"] == "the model's forward output"
+    assert info["verification"]["passed"] and "class_names" not in info
+    assert "serves image classifiers only" in fails(tmp_path, "serve", str(run_dir))
