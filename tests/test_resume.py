@@ -26,7 +26,7 @@ from dlops.errors import ConfigError, Interrupted
 from dlops.models.classifier import Classifier
 from dlops.runs import checkpoints, signals
 from dlops.runs.resume import _resume_argv, continue_summary
-from dlops.tracking.csv import CSVLogger
+from dlops.tracking.csv_logger import CSVLogger
 
 BATCH = "datamodule.batch_size=256"  # 15 training batches per epoch
 STEPS_PER_EPOCH = 15

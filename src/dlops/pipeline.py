@@ -97,7 +97,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
     from dlops.overhead import skip_gpu_probes, trainer_speedups
     from dlops.runs.checkpoints import AtomicCheckpointIO
     from dlops.runs.curves import METRICS_CSV, plot_learning_curves
-    from dlops.tracking.loggers import finish, log_config
+    from dlops.tracking.loggers import finish, log_config, record_trackers
 
     skip_gpu_probes()
     quiet_lightning()
@@ -134,6 +134,9 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
         log_config(loggers, cfg, parameters=summary["parameters"], seed=cfg.seed, tags=summary["tags"])
         objective = fit_then_test(cfg, trainer, model, datamodule, run_dir, summary, checkpoint)
         status = "completed"
+    except BaseException:
+        status = "interrupted" if signals.requested() else "failed"  # what the trackers' runs end as
+        raise
     finally:
         finish(loggers, status, objective)
     if (run_dir / METRICS_CSV).is_file() and is_rank_zero():
@@ -178,15 +181,6 @@ def fit_then_test(cfg: DictConfig, trainer: Any, model: Any, datamodule: Any, ru
         return best_score
     last = summary["last_metrics"].get(cfg.monitor)
     return None if last is None else float(last)
-
-
-def record_trackers(loggers: list, summary: dict[str, Any]) -> None:
-    """Note in the summary where the trackers write (and the W&B run id, to continue the run)."""
-    for logger in loggers:
-        kind = type(logger).__name__
-        if kind == "WandbLogger":
-            summary["wandb"] = {"id": logger.version, "offline": logger.experiment.offline}
-        summary.setdefault("loggers", []).append(kind)
 
 
 def start_summary(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pytorch_lightning.callbacks import Checkpoint
 
 from dlops.errors import Interrupted
 from dlops.runs import signals
-from dlops.tracking.csv import CSVLogger
+from dlops.tracking.csv_logger import CSVLogger
 
 # Under DDP, asking every process whether one of them was told to stop is a collective (and, on
 # GPUs, a wait for the device): ~0.25 ms a batch with gloo on a CPU. It is asked every this

@@ -27,6 +27,7 @@ from dlops.runs.ddp import is_rank_zero
 from dlops.runs.discover import process_alive
 from dlops.runs.resolvers import make_run_dirs
 from dlops.runs.summary import git_commit, now, package_versions, read_summary
+from dlops.tracking.tracker import ResumePoint
 
 log = logging.getLogger(__name__)
 # the only overrides that resume accepts: they extend a run or change how it reports, not what it is
@@ -217,24 +218,14 @@ def plan(cfg: DictConfig, run_dir: Path) -> Plan:
         resumed_from = {"checkpoint": str(LAST_CHECKPOINT), "epoch": saved["epoch"],
                         "global_step": saved["global_step"]}
         rows = (saved.get("dlops") or {}).get("csv_rows")
-    _continue_trackers(new, rows, resumed_from["global_step"] if resumed_from else 0, old)
+    from dlops.tracking.loggers import continue_trackers
+
+    continue_trackers(new, ResumePoint(resumed_from["global_step"] if resumed_from else 0, rows, old))
     summary = continue_summary(old, new, overrides, resumed_from)
     log.info("resuming %s (attempt %d) from %s", run_dir, len(summary["attempts"]),
              f"{LAST_CHECKPOINT} (epoch {saved['epoch']}, step {saved['global_step']})" if resumed_from
              else f"the start: there is no {LAST_CHECKPOINT} yet")
     return Plan(cfg=new, summary=summary, checkpoint=str(checkpoint) if resumed_from else None)
-
-
-def _continue_trackers(cfg: DictConfig, csv_rows: int | None, step: int, old: dict[str, Any]) -> None:
-    """Point each tracker at where the checkpoint left off: the same files, the same W&B run."""
-    for logger in (cfg.get("logger") or {}).values():
-        target = str((logger or {}).get("_target_", ""))
-        if target == "dlops.tracking.csv.CSVLogger":
-            logger.keep_rows = csv_rows  # drop rows logged after the checkpoint
-        elif target.endswith("TensorBoardLogger"):
-            logger.purge_step = step  # TensorBoard hides events at or after this step
-        elif target == "dlops.tracking.wandb.wandb_logger" and (old.get("wandb") or {}).get("id"):
-            logger.id, logger.resume = old["wandb"]["id"], "allow"
 
 
 def _still_running(summary: dict[str, Any]) -> bool:
