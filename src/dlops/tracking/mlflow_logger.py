@@ -104,8 +104,9 @@ class MLFlowLogger(LightningMLFlowLogger, Tracker):
             client.update_run(run_id, status="RUNNING")
         tags = {"dlops.run_dir": summary["run_dir"], "dlops.overrides": " ".join(summary["overrides"]),
                 "dlops.attempts": str(len(summary.get("attempts") or [summary]))}
-        if summary.get("git"):
-            tags["mlflow.source.git.commit"] = summary["git"]["commit"]
+        git = summary.get("git")  # of the working dir; MLflow tags train.py's as mlflow.source.git.commit
+        if git:
+            tags["dlops.git_commit"] = git["commit"] + ("-dirty" if git["dirty"] else "")
         if sweep_dir():
             tags["dlops.sweep"] = str(Path(sweep_dir()).resolve())  # a sweep's jobs share it
         for key, value in tags.items():
