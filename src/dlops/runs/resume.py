@@ -208,7 +208,7 @@ def plan(cfg: DictConfig, run_dir: Path) -> Plan:
     from dlops.validate import validate
 
     validate(new)
-    checkpoint, resumed_from, rows = run_dir / LAST_CHECKPOINT, None, 0
+    checkpoint, resumed_from, state = run_dir / LAST_CHECKPOINT, None, None
     warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     if checkpoint.exists():
         from dlops.runs.checkpoints import check_model, read_checkpoint
@@ -217,10 +217,10 @@ def plan(cfg: DictConfig, run_dir: Path) -> Plan:
         check_model(saved, OmegaConf.to_container(new.model.net, resolve=True), checkpoint)
         resumed_from = {"checkpoint": str(LAST_CHECKPOINT), "epoch": saved["epoch"],
                         "global_step": saved["global_step"]}
-        rows = (saved.get("dlops") or {}).get("csv_rows")
+        state = saved.get("dlops") or {}
     from dlops.tracking.loggers import continue_trackers
 
-    continue_trackers(new, ResumePoint(resumed_from["global_step"] if resumed_from else 0, rows, old))
+    continue_trackers(new, ResumePoint(resumed_from["global_step"] if resumed_from else 0, state, old))
     summary = continue_summary(old, new, overrides, resumed_from)
     log.info("resuming %s (attempt %d) from %s", run_dir, len(summary["attempts"]),
              f"{LAST_CHECKPOINT} (epoch {saved['epoch']}, step {saved['global_step']})" if resumed_from

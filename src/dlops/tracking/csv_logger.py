@@ -76,7 +76,12 @@ class CSVLogger(LightningCSVLogger, Tracker):
 
     @classmethod
     def continue_config(cls, node: Any, point: ResumePoint) -> None:
-        node.keep_rows = point.csv_rows  # drop rows logged after the checkpoint
+        # drop rows logged after the checkpoint (all of them when starting over without one)
+        node.keep_rows = 0 if point.state is None else point.state.get("csv_rows")
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        self.save()  # everything logged so far is on disk before the checkpoint claims it
+        return {"csv_rows": self.rows}
 
     @property
     @rank_zero_experiment

@@ -22,6 +22,15 @@ def continue_trackers(cfg: DictConfig, point: ResumePoint) -> None:
             cls.continue_config(node, point)
 
 
+def checkpoint_state(loggers: list) -> dict[str, Any]:
+    """What every tracker stores in a checkpoint for a resume (see `Tracker.checkpoint_state`)."""
+    state: dict[str, Any] = {}
+    for logger in loggers:
+        if isinstance(logger, Tracker):
+            state.update(logger.checkpoint_state())
+    return state
+
+
 def record_trackers(loggers: list, summary: dict[str, Any]) -> None:
     """Start every tracker's run and note in the summary which loggers write (and where)."""
     for logger in loggers:

@@ -24,7 +24,7 @@ class ResumePoint:
     """Where a resumed run continues: what a tracker needs to pick up without repeating steps."""
 
     step: int = 0  # the global step of the checkpoint the run continues from (0: from the start)
-    csv_rows: int | None = None  # rows metrics.csv had when that checkpoint was saved
+    state: dict[str, Any] | None = None  # what trackers stored in that checkpoint; None: no checkpoint
     summary: dict[str, Any] = field(default_factory=dict)  # the run's summary.json before this attempt
 
 
@@ -34,6 +34,11 @@ class Tracker:
     @classmethod
     def continue_config(cls, node: Any, point: ResumePoint) -> None:
         """Edit this tracker's logger config (`node`) so a resumed run continues where `point` is."""
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What a resume needs to know about this tracker at a checkpoint (stored in it, rank 0);
+        keys must not clash with other trackers'."""
+        return {}
 
     def start(self, summary: dict[str, Any]) -> None:
         """The run has started (its `summary` is filled in): tag the run, record in `summary` what
