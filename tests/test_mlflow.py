@@ -10,6 +10,7 @@ from conftest import QUICK, ROOT, run_dirs, summary, train
 from mlflow import MlflowClient
 from test_resume import BATCH, _end_started_runs, finish, start, wait_for  # noqa: F401 - a fixture
 
+from dlops.errors import ConfigError
 from dlops.tracking.mlflow_logger import MLFlowLogger
 
 MLFLOW = "logger=[csv,mlflow]"
@@ -45,8 +46,14 @@ def assert_same_history(client: MlflowClient, run_id: str, run_dir: Path) -> Non
         assert [v for _, v in logged[key]] == pytest.approx([v for _, v in points]), key
 
 
-def test_resumed_logger_logs_no_step_twice_and_keeps_its_params(tmp_path):
-    uri = f"sqlite:///{tmp_path}/store/mlflow.db"
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    """A new SQLite store for this module's in-process tests (making its tables takes seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('store')}/mlflow.db"
+
+
+def test_resumed_logger_logs_no_step_twice_and_keeps_its_params(store, tmp_path):
+    uri = store
     first = MLFlowLogger(uri, experiment_name="e")
     first.log_hyperparams({"trainer": {"max_epochs": 2}, "resume": None})
     for step in range(4):
@@ -67,6 +74,18 @@ def test_resumed_logger_logs_no_step_twice_and_keeps_its_params(tmp_path):
     assert mlflow_history(client, first.run_id)["val_loss"] == [
         (0, 1.0), (1, 0.5), (2, pytest.approx(1 / 3)), (3, 0.25), (4, 14.0), (5, 15.0)]
     assert run.data.tags["dlops.attempts"] == "2"
+
+
+def test_deleted_experiment_or_a_store_that_is_not_one_gets_one_message(store, tmp_path):
+    uri = store
+    client = MlflowClient(uri)
+    client.delete_experiment(client.create_experiment("gone"))
+    with pytest.raises(ConfigError, match="experiment 'gone' in .* was deleted; restore it"):
+        MLFlowLogger(uri, experiment_name="gone")
+    (tmp_path / "notes.db").write_text("not a database")
+    with pytest.raises(ConfigError, match="cannot use the MLflow store .*notes.db"):
+        MLFlowLogger(f"sqlite:///{tmp_path}/notes.db")
+    assert (tmp_path / "notes.db").read_text() == "not a database"  # left as it was
 
 
 @pytest.mark.slow
@@ -140,3 +159,16 @@ def test_two_worker_joblib_sweep_gives_two_runs_and_a_failed_job_a_failed_run(tm
     assert {a.path for a in client.list_artifacts(done)} == {"hydra", "plots"}  # no checkpoints
     assert "plots/val_best/confusion_matrix.png" in {
         a.path for a in client.list_artifacts(done, "plots/val_best")}
+
+
+@pytest.mark.slow
+def test_store_that_is_not_a_database_stops_the_run_with_one_message(tmp_path):
+    (tmp_path / "notes.db").write_text("not a database")
+    result = train(tmp_path, "logger=mlflow", f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/notes.db",
+                   *QUICK, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output
+    assert f"cannot use the MLflow store sqlite:///{tmp_path}/notes.db" in output
+    assert "Give another logger.mlflow.tracking_uri" in output
+    assert summary(run_dirs(tmp_path)[0])["status"] == "failed"
+    assert (tmp_path / "notes.db").read_text() == "not a database"

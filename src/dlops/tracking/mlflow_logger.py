@@ -16,6 +16,7 @@ from lightning_fabric.utilities.logger import _convert_params, _flatten_dict
 from pytorch_lightning.loggers import MLFlowLogger as LightningMLFlowLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from dlops.errors import ConfigError
 from dlops.tracking.tracker import ResumePoint, Tracker, sweep_dir
 
 SQLITE = "sqlite:///"
@@ -48,13 +49,24 @@ def store_lock(tracking_uri: str) -> Iterator[None]:
 def open_experiment(tracking_uri: str, name: str, artifact_location: str | None) -> str:
     """The id of experiment `name` in the store, made (with the store) if new."""
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
 
     with store_lock(tracking_uri):
-        client = MlflowClient(tracking_uri)
-        found = client.get_experiment_by_name(name)
-        if found is not None and found.lifecycle_stage != "deleted":
-            return found.experiment_id
-        return client.create_experiment(name, artifact_location=artifact_location)
+        try:
+            client = MlflowClient(tracking_uri)
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                return client.create_experiment(name, artifact_location=artifact_location)
+        except (MlflowException, SQLAlchemyError) as exc:  # e.g. a file that is not a database
+            reason = str(getattr(exc, "message", exc)).splitlines()[0]
+            raise ConfigError(f"cannot use the MLflow store {tracking_uri}: {reason}. Give another "
+                              "logger.mlflow.tracking_uri.") from None
+    if found.lifecycle_stage == "deleted":  # MLflow keeps the name taken until it is purged
+        raise ConfigError(f"the MLflow experiment '{name}' in {tracking_uri} was deleted; restore it "
+                          f"(mlflow experiments restore --experiment-id {found.experiment_id}) or "
+                          "choose another logger.mlflow.experiment_name.")
+    return found.experiment_id
 
 
 class MLFlowLogger(LightningMLFlowLogger, Tracker):
