@@ -2,7 +2,7 @@
 
 Only Hydra is imported here; torch and Lightning load inside the task, so `--help` and
 `--cfg job` answer at once. `resume=RUN_DIR` (or a sweep dir, or `latest`) continues a run
-where it stopped: the command is rewritten before Hydra starts (see dlops.runs.resume).
+where it stopped: the command is rewritten before Hydra starts (see dlops.lifecycle.resume).
 """
 
 import sys
@@ -11,8 +11,8 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
-from dlops.runs.resolvers import register_resolvers
-from dlops.runs.resume import hydra_argv
+from dlops.lifecycle.resolvers import register_resolvers
+from dlops.lifecycle.resume import hydra_argv
 
 register_resolvers()
 # Hydra deep-copies its config repository, with this store of every plugin's schemas, once per

@@ -27,8 +27,8 @@ import torch
 from lightning_fabric.utilities.cloud_io import _atomic_save
 
 from dlops.data.mnist import MNISTDataModule
+from dlops.lifecycle.checkpoints import save_atomic
 from dlops.models.classifier import Classifier
-from dlops.runs.checkpoints import save_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 

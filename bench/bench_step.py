@@ -28,12 +28,12 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from pytorch_lightning.callbacks import TQDMProgressBar
 
+from dlops.callbacks.progress import SummaryProgress
 from dlops.callbacks.resumable import Resumable
-from dlops.callbacks.run_status import RunStatus
 from dlops.data.base import InMemoryDataModule, Split
+from dlops.lifecycle.resolvers import register_resolvers
 from dlops.models.classifier import Classifier
 from dlops.overhead import NoProfiler, skip_gpu_probes
-from dlops.runs.resolvers import register_resolvers
 
 STEPS = 1000
 NET = {"_target_": "dlops.models.nets.MLP", "hidden_sizes": []}
@@ -112,7 +112,7 @@ def lightning(epochs: int, cfg, run_dir: str, variant: str) -> list[float]:
     else:
         callbacks += [instantiate(c) for c in cfg.callbacks.values()
                       if not c._target_.endswith(("LearningRateMonitor", "TQDMProgressBar"))]
-        callbacks += [Resumable(f"{run_dir}/checkpoints"), RunStatus(run_dir, {})]
+        callbacks += [Resumable(f"{run_dir}/checkpoints"), SummaryProgress(run_dir, {})]
         extra = {"logger": [instantiate(c) for c in cfg.logger.values()]}
     if variant in ("before", "terminal"):
         callbacks.append(TQDMProgressBar(refresh_rate=cfg.callbacks.progress_bar.refresh_rate))

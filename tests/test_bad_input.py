@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import clean_env, run_dirs, summary, train
+from helpers import clean_env, run_dirs, summary, train
 
 from dlops.data.export import write_image_folder
 from dlops.data.mnist import MNISTDataModule

@@ -6,14 +6,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import QUICK, ROOT, run_dirs, summary, train
+from helpers import QUICK, ROOT, finish, run_dirs, start, summary, train, wait_for
 from mlflow import MlflowClient
-from test_resume import BATCH, _end_started_runs, finish, start, wait_for  # noqa: F401 - a fixture
 
 from dlops.errors import ConfigError
 from dlops.tracking.mlflow_logger import MLFlowLogger
 
 MLFLOW = "logger=[csv,mlflow]"
+BATCH = "datamodule.batch_size=256"  # 15 training batches per epoch
 
 
 def code_commit() -> str | None:

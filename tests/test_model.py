@@ -52,3 +52,11 @@ def test_fused_adam_trains_the_same_weights_as_plain_adam(tmp_path):
         assert trainer.optimizers[0].param_groups[0]["fused"] is fused
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.allclose(*weights, atol=1e-5)  # the kernels may round differently, no more
+
+
+def test_a_plateau_scheduler_follows_the_runs_monitor_not_always_val_loss():
+    model = Classifier({"_target_": "dlops.models.nets.MLP", "hidden_sizes": [4]},
+                       {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1},
+                       {"_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau", "_partial_": True,
+                        "mode": "max"}, monitor="val_acc")
+    assert model.configure_optimizers()["lr_scheduler"]["monitor"] == "val_acc"

@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from dlops.cli import main
-from dlops.runs.discover import find_run_dirs, load_run, process_alive
-from dlops.runs.report_sort import script_source
-from dlops.runs.summary import read_summary, write_summary
+from dlops.readers.discover import find_run_dirs, load_run
+from dlops.readers.report_sort import script_source
+from dlops.rundir.liveness import process_alive
+from dlops.rundir.summary import read as read_summary
+from dlops.rundir.summary import write as write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["epoch", "step", "test_acc", "test_auroc", "test_loss", "train_acc", "train_loss",

@@ -4,17 +4,23 @@ import csv
 import json
 import os
 import signal
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import TRAIN, clean_env, run_dirs, summary, train
+from helpers import (
+    epochs_with,
+    finish,
+    metric_rows,
+    run_dirs,
+    start,
+    state_dict,
+    summary,
+    train,
+    wait_for,
+)
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from wandb_records import offline_runs, run_contents
@@ -23,75 +29,13 @@ from dlops.callbacks.resumable import DDP_STOP_CHECK_EVERY, Resumable
 from dlops.data.batches import TensorBatches
 from dlops.data.mnist import MNISTDataModule
 from dlops.errors import ConfigError, Interrupted
+from dlops.lifecycle import checkpoints, signals
+from dlops.lifecycle.resume import _resume_argv
 from dlops.models.classifier import Classifier
-from dlops.runs import checkpoints, signals
-from dlops.runs.resume import _resume_argv, continue_summary
 from dlops.tracking.csv_logger import CSVLogger
 
 BATCH = "datamodule.batch_size=256"  # 15 training batches per epoch
 STEPS_PER_EPOCH = 15
-
-
-def metric_rows(run_dir: Path) -> list[dict]:
-    with open(run_dir / "csv" / "metrics.csv") as file:
-        return list(csv.DictReader(file))
-
-
-def epochs_with(rows: list[dict], metric: str) -> list[int]:
-    """The epoch of every row that has `metric`, in file order (duplicates stay)."""
-    return [int(r["epoch"]) for r in rows if r.get(metric)]
-
-
-STARTED: list[subprocess.Popen] = []
-
-
-@pytest.fixture(autouse=True)
-def _end_started_runs():
-    """A test that fails half-way leaves no training process behind."""
-    yield
-    while STARTED:
-        process = STARTED.pop()
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        process.output.close()
-
-
-def start(cwd: Path, *overrides: str) -> subprocess.Popen:
-    """Start `python train.py OVERRIDES` in its own session, without waiting; output to a file
-    (a pipe nobody reads while the run trains could fill up and stall it)."""
-    output = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed by _end_started_runs
-    process = subprocess.Popen([sys.executable, str(TRAIN), *overrides], cwd=cwd, env=clean_env(),
-                               stdout=output, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    process.output = output
-    STARTED.append(process)
-    return process
-
-
-def finish(process: subprocess.Popen, timeout: float = 120) -> str:
-    """Wait for a started run to end; its output."""
-    process.wait(timeout=timeout)
-    process.output.seek(0)
-    return process.output.read()
-
-
-def wait_for(cwd: Path, pattern: str, ready, process: subprocess.Popen, timeout: float = 240) -> Path:
-    """Poll until a summary.json matching `pattern` under `cwd` satisfies `ready(summary)`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"train.py ended early:\n{finish(process)[-3000:]}"
-        for path in cwd.glob(pattern):
-            try:
-                if ready(json.loads(path.read_text())):
-                    return path.parent
-            except ValueError:
-                pass  # caught between writes: try again
-        time.sleep(0.02)
-    raise AssertionError(f"no {pattern} became ready in {timeout}s")
-
-
-def state_dict(path: Path) -> dict:
-    return torch.load(path, weights_only=True)["state_dict"]
 
 
 def fingerprint(folder: Path) -> dict[str, bytes]:
@@ -333,20 +277,6 @@ def test_resume_argv_for_a_run_a_sweep_and_refusals(tmp_path, monkeypatch):
     save_sweep("seed=1,2", "trainer.max_epochs=2,3")
     with pytest.raises(ConfigError, match="would change the jobs"):
         _resume_argv(["train.py", "-m", f"resume={sweep}", "trainer.max_epochs=5"])
-
-
-def test_summary_of_a_resumed_run_keeps_the_first_start_and_adds_attempts():
-    old = {"status": "interrupted", "started_at": "2026-01-01T10:00:00+00:00", "started_at_unix": 100.0,
-           "duration_s": 30.0, "ended_at": "2026-01-01T10:00:30+00:00", "pid": 1, "host": "h",
-           "overrides": ["seed=1"], "epochs_completed": 2}
-    first = continue_summary(old, OmegaConf.create({"trainer": {"max_epochs": 5}}), [], {"epoch": 1})
-    assert first["started_at"] == old["started_at"] and first["status"] == "running"
-    assert [a["status"] for a in first["attempts"][:-1]] == ["interrupted"]
-    assert first["attempts"][0]["duration_s"] == 30.0
-    assert first["attempts"][1]["resumed_from"] == {"epoch": 1}
-    failed = {**first, "status": "failed", "duration_s": 50.0}
-    second = continue_summary(failed, OmegaConf.create({}), [], None)
-    assert [a.get("duration_s") for a in second["attempts"]] == [30.0, 20.0, None]
 
 
 class CountingStrategy:

@@ -5,14 +5,15 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_dirs, summary, train
+from helpers import ROOT, run_dirs, summary, train
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from dlops.runs.ddp import RANK_VARIABLES, _config_flags, is_rank_zero
-from dlops.runs.resolvers import register_resolvers
-from dlops.runs.summary import write_summary
-from dlops.runs.sweep import SweepSummary, write_sweep_summary
+from dlops.lifecycle.argv import config_flags, swept_keys
+from dlops.lifecycle.ddp import RANK_VARIABLES, is_rank_zero
+from dlops.lifecycle.resolvers import register_resolvers
+from dlops.lifecycle.sweep import SweepSummary, write_sweep_summary
+from dlops.rundir.summary import write as write_summary
 
 # one batch per stage: the whole pipeline (fit, checkpoints, test, summary) in seconds
 FAST = ["debug=fast"]
@@ -107,7 +108,12 @@ def test_rank_zero_comes_from_the_launchers_variables(monkeypatch):
 
 def test_ranks_started_by_lightning_keep_only_the_config_choice():
     argv = ["-m", "seed=1,2", "-cn", "other", "--config-dir=/x", "hydra/launcher=joblib"]
-    assert _config_flags(argv) == ["-cn", "other", "--config-dir=/x"]
+    assert config_flags(argv) == ["-cn", "other", "--config-dir=/x"]
+
+
+def test_swept_keys_are_read_with_hydras_own_grammar():
+    task = ["seed=1,2", "+tags=[a,b]", "name='x,y'", "lr=interval(0.1,1)", "model=cnn", "b=range(3)"]
+    assert swept_keys(task) == {"seed", "lr", "b"}
 
 
 def test_readme_slurm_command_composes():
@@ -122,7 +128,7 @@ def test_readme_slurm_command_composes():
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.nodes == 2
     assert (cfg.trainer.strategy, cfg.trainer.devices, cfg.trainer.num_nodes) == ("ddp", 4, 2)
-    assert cfg.hydra.callbacks.sweep_summary._target_ == "dlops.runs.sweep.SweepSummary"
+    assert cfg.hydra.callbacks.sweep_summary._target_ == "dlops.lifecycle.sweep.SweepSummary"
 
 
 # --- slow: real sweeps through train.py

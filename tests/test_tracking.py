@@ -6,7 +6,7 @@ import time
 
 import pytest
 import torch
-from conftest import clean_env, run_dirs, summary, train
+from helpers import clean_env, run_dirs, summary, train
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchmetrics.functional import auroc
 from wandb_records import offline_runs, run_contents

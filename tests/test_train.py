@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import QUICK, TRAIN, clean_env, run_dirs, summary, train
+from helpers import QUICK, TRAIN, clean_env, run_dirs, summary, train
 
 from dlops.cli import main as dlops
 

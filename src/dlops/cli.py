@@ -16,7 +16,7 @@ def make_dataset(args: argparse.Namespace) -> None:
 
 
 def plot(args: argparse.Namespace) -> None:
-    from dlops.runs.curves import plot_learning_curves
+    from dlops.readers.curves import plot_learning_curves
 
     for run_dir in args.run_dirs:
         print(plot_learning_curves(run_dir, args.out if len(args.run_dirs) == 1 else None))
@@ -25,9 +25,9 @@ def plot(args: argparse.Namespace) -> None:
 def report(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from dlops.runs.discover import load_runs
-    from dlops.runs.report import build_report
-    from dlops.runs.report_text import print_rich, render_text, run_label
+    from dlops.readers.discover import load_runs
+    from dlops.readers.report import build_report
+    from dlops.readers.report_text import print_rich, render_text, run_label
 
     result = build_report(load_runs(args.paths), args.metric or (), args.sort, args.reverse,
                           args.filter or (), args.group_by)
@@ -38,7 +38,7 @@ def report(args: argparse.Namespace) -> None:
         sys.stdout.write(render_text(result, args.format, grouped))
     if not (args.curves or args.html):
         return
-    from dlops.runs.curves import curve_pngs
+    from dlops.readers.curves import curve_pngs
 
     labels = [run_label(run, result.varying) for run in result.runs]
     pngs = curve_pngs(result.runs, labels, result.metrics)
@@ -48,7 +48,7 @@ def report(args: argparse.Namespace) -> None:
             (Path(args.curves) / f"{metric}.png").write_bytes(png)
         print(f"wrote {len(pngs)} learning-curve PNG(s) to {args.curves}", file=sys.stderr)
     if args.html:
-        from dlops.runs.report_html import render_html
+        from dlops.readers.report_html import render_html
 
         Path(args.html).parent.mkdir(parents=True, exist_ok=True)
         Path(args.html).write_text(render_html(result, pngs, labels), encoding="utf-8")

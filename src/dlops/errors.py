@@ -9,6 +9,10 @@ class DivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+class Pruned(RuntimeError):
+    """A hyperparameter search stopped this trial early: its results so far looked unpromising."""
+
+
 class Interrupted(BaseException):
     """The run was stopped by SIGINT or SIGTERM at a safe point, after saving `last.ckpt`.
 
@@ -19,8 +23,3 @@ class Interrupted(BaseException):
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
-
-    @property
-    def exit_code(self) -> int:
-        """128 + the signal number, as a shell reports a process ended by that signal (130, 143)."""
-        return 128 + self.signum

@@ -1,8 +1,10 @@
 """Check the composed config before anything heavy runs, and report every problem at once.
 
 `SCHEMA` says, per key path, what a valid value is (type and range); keys that the composed
-config does not have are skipped (each datamodule and net has its own). Then come the checks
-that span keys or look outside the config: fractions, paths, and devices vs the hardware.
+config does not have are skipped (each datamodule and net has its own). Keys under `datamodule`,
+`model` and `model.net` are dlops' to check only when that node builds a dlops class: a user's
+own classes check their own arguments. Then come the checks that span keys or look outside the
+config: fractions, paths, and devices vs the hardware.
 Torch is imported only to count GPUs, and only when the config asks for them.
 """
 
@@ -15,7 +17,6 @@ from omegaconf import DictConfig, OmegaConf
 from dlops.errors import ConfigError
 
 _ABSENT = object()
-METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_auroc")
 Rule = tuple[Callable[[Any], bool], str]
 
 
@@ -73,7 +74,8 @@ SCHEMA: dict[str, Rule] = {
     "name": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
     "seed": integer(0, 2**32 - 1),
     "test": BOOLEAN,
-    "monitor": one_of(*METRICS),
+    # any metric the model logs; one it never logs stops the run after its first validated epoch
+    "monitor": (lambda v: isinstance(v, str) and v.strip() != "", "the name of a logged metric"),
     "mode": one_of("min", "max"),
     "checkpoint_every_n_steps": integer(1, also=(None,)),
     "datamodule.batch_size": integer(1),
@@ -117,10 +119,25 @@ def _describe(value: Any) -> str:
     return f"{shown!r}" + (f" ({kind})" if kind in ("text", "a boolean") else "")
 
 
+# config nodes whose keys dlops checks only when the node builds one of dlops' own classes
+OWNED_NODES = ("model.net", "model", "datamodule")
+
+
+def _foreign(cfg: DictConfig, key: str) -> bool:
+    """Whether `key` belongs to a node that builds a class of the user's, not of dlops."""
+    for node in OWNED_NODES:
+        if key.startswith(node + "."):
+            target = OmegaConf.select(cfg, f"{node}._target_", default=None, throw_on_missing=False)
+            return not str(target or "dlops.").startswith("dlops.")
+    return False
+
+
 def config_problems(cfg: DictConfig) -> list[str]:
     """Every problem found in `cfg`, one readable line each (empty when the config is fine)."""
     problems = []
     for key, (check, expected) in SCHEMA.items():
+        if _foreign(cfg, key):
+            continue
         try:
             value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False)
         except Exception as exc:  # an interpolation that does not resolve
@@ -134,6 +151,8 @@ def config_problems(cfg: DictConfig) -> list[str]:
 def _cross_key_problems(cfg: DictConfig) -> list[str]:
     problems = []
     data = cfg.get("datamodule") or {}
+    if _foreign(cfg, "datamodule.root"):
+        data = {}  # a user's datamodule checks its own arguments
     fractions = [data.get(k) for k in ("val_fraction", "test_fraction")]
     if all(_is_number(f) for f in fractions) and sum(fractions) >= 1:
         problems.append("datamodule.val_fraction + datamodule.test_fraction must be below 1, "

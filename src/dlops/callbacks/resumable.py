@@ -8,7 +8,8 @@ import torch
 from pytorch_lightning.callbacks import Checkpoint
 
 from dlops.errors import Interrupted
-from dlops.runs import signals
+from dlops.lifecycle import signals
+from dlops.rundir import layout
 from dlops.tracking.loggers import checkpoint_state
 
 # Under DDP, asking every process whether one of them was told to stop is a collective (and, on
@@ -20,7 +21,7 @@ DDP_STOP_CHECK_EVERY = 16
 class Resumable(Checkpoint):
     """Writes `dirpath/last.ckpt` and stores in every checkpoint what an exact resume needs.
 
-    - On SIGINT/SIGTERM (see `dlops.runs.signals`): at the end of the current training batch (or,
+    - On SIGINT/SIGTERM (see `dlops.lifecycle.signals`): at the end of the current training batch (or,
       in the epoch's last batch or its validation, at the epoch's end), save `last.ckpt` and raise
       `Interrupted`; during testing, stop at the end of the current batch. Under DDP, within
       `DDP_STOP_CHECK_EVERY` batches.
@@ -37,7 +38,7 @@ class Resumable(Checkpoint):
     """
 
     def __init__(self, dirpath: str | Path, every_n_train_steps: int | None = None) -> None:
-        self.last_path = Path(dirpath) / "last.ckpt"
+        self.last_path = Path(dirpath) / layout.LAST_CHECKPOINT.name
         self.every_n_train_steps = every_n_train_steps
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -82,6 +82,16 @@ class InMemoryDataModule(pl.LightningDataModule):
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.splits["train"].images.shape[1:])
 
+    @property
+    def mean(self) -> float:
+        """Mean pixel value of the training images, scaled to [0, 1] (for normalisation)."""
+        return (self.splits["train"].images.float() / 255).mean().item()
+
+    @property
+    def std(self) -> float:
+        """Standard deviation of the training images' pixels, scaled to [0, 1]."""
+        return (self.splits["train"].images.float() / 255).std().item()
+
     def _batches(self, split: str, shuffle: bool) -> TensorBatches:
         trainer = self.trainer
         return TensorBatches(

@@ -27,12 +27,11 @@ class TensorBatches:
         epoch: Callable[[], int] = lambda: 0,
         rank: int = 0,
         world_size: int = 1,
-        drop_last: bool = False,
         position: Callable[[], int] = lambda: 0,
     ) -> None:
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, epoch
-        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
+        self.rank, self.world_size = rank, world_size
         self.position = position
         self.resume_at: tuple[int, int] | None = None  # (epoch, batches to skip) after a restore
 
@@ -59,7 +58,7 @@ class TensorBatches:
 
     def __len__(self) -> int:
         n = self._count()
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return -(-n // self.batch_size)  # the last batch may be smaller
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         indices = self._indices()

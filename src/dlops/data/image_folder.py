@@ -1,4 +1,4 @@
-"""Images from folders in the seed's layout: root/{train,val,test}/<class>/*.png."""
+"""Images from folders in the reference project's layout: root/{train,val,test}/<class>/*.png."""
 
 from pathlib import Path
 

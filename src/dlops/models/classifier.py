@@ -21,7 +21,7 @@ def _plain(value: Any) -> Any:
 class Classifier(pl.LightningModule):
     """Classifies raw images (pixel values 0-255, normalised here on the whole batch).
 
-    Two classes train one logit with BCE (the seed's "3" vs "no 3"); more train one logit per
+    Two classes train one logit with BCE (the reference project's "3" vs "no 3"); more train one logit per
     class with cross entropy. `net`, `optimizer` and `scheduler` are Hydra configs: the net is
     built here with the data's shape, so hyperparameters hold only plain values and the
     checkpoint restores itself through `Classifier.load_from_checkpoint(path)`.
@@ -38,6 +38,7 @@ class Classifier(pl.LightningModule):
         class_weights: list[float] | None = None,
         mean: float = 0.1307,
         std: float = 0.3081,
+        monitor: str = "val_loss",
     ) -> None:
         super().__init__()
         self.save_hyperparameters({
@@ -50,6 +51,7 @@ class Classifier(pl.LightningModule):
             "class_weights": None if class_weights is None else [float(w) for w in class_weights],
             "mean": float(mean),
             "std": float(std),
+            "monitor": str(monitor),
         }, logger=False)  # the pipeline logs the whole resolved config instead
         self.binary = num_classes == 2
         self.net = instantiate(self.hparams.net, input_shape=input_shape,
@@ -174,5 +176,6 @@ class Classifier(pl.LightningModule):
         if not self.hparams.scheduler:
             return optimizer
         scheduler = instantiate(self.hparams.scheduler)(optimizer)
-        # `monitor` is read only by ReduceLROnPlateau
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss"}}
+        # `monitor` (the run's own) is read only by ReduceLROnPlateau
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor}}

@@ -6,7 +6,7 @@ from torch import nn
 
 
 class MLP(nn.Sequential):
-    """The seed's net: flatten, then Linear + ReLU per hidden size, then a linear output."""
+    """The reference project's net: flatten, then Linear + ReLU per hidden size, then a linear output."""
 
     def __init__(
         self,

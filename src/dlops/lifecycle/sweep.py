@@ -12,12 +12,12 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from dlops.runs.summary import read_summary, write_json_atomic
+from dlops.readers.discover import load_run
+from dlops.readers.report import best_value
+from dlops.rundir import atomic, layout, refused
+from dlops.rundir import summary as run_summary
 
 COLUMNS = ("job", "status", "overrides", "monitor", "best", "duration_s", "run_dir", "error")
-# why this process refused to run a job of the current multirun, by resolved run dir: a refused
-# resume writes nothing into the run, so its summary cannot say that it was tried again
-REFUSED: dict[str, str] = {}
 
 
 def job_dirs(sweep_dir: str | Path) -> list[Path]:
@@ -27,23 +27,20 @@ def job_dirs(sweep_dir: str | Path) -> list[Path]:
 
 
 def job_row(run_dir: Path) -> dict[str, Any]:
-    """One job as a row of the sweep summary; a job that never wrote `summary.json` is `missing`."""
-    summary = read_summary(run_dir) or {}
-    monitor = summary.get("monitor")
-    best = summary.get("best_metric")
-    if best is None and summary.get("status") == "completed":  # no checkpoint callback
-        best = (summary.get("last_metrics") or {}).get(monitor)
-    error = summary.get("error") or {}
+    """One job as a row of the sweep summary, read as `dlops report` reads it (one rule for
+    "best": see `dlops.readers.report.best_value`); a job that never wrote summary.json is
+    `missing`, one that says running but whose process is gone is `killed`."""
+    run = load_run(run_dir)
     return {
         "job": int(run_dir.name) if run_dir.name.isdigit() else run_dir.name,
-        "status": summary.get("status", "missing"),
-        "overrides": list(summary.get("overrides") or []),
-        "monitor": monitor,
-        "best": best,
-        "duration_s": summary.get("duration_s"),
+        "status": run.status if (run_dir / layout.SUMMARY).is_file() else "missing",
+        "overrides": [f"~{k}" if v == "~" else f"{k}={v}" for k, v in run.overrides.items()],
+        "monitor": run.monitor,
+        "best": best_value(run, run.monitor, run.mode),
+        "duration_s": run.duration_s,
         "run_dir": str(run_dir.resolve()),
-        "error": " ".join((error.get("message") or "").split())[:300],
-        "mode": summary.get("mode"),
+        "error": " ".join((run.error or "").split())[:300],
+        "mode": run.mode,
     }
 
 
@@ -57,21 +54,28 @@ def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def write_sweep_summary(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """Write `summary.csv`, `summary.md` and (if a job completed) `best.json` at the sweep root."""
+    """Write `summary.csv`, `summary.md` and (if a job completed) `best.json` at the sweep root.
+
+    A job whose resume this multirun refused (`refused.json`) is listed as `refused`, with why.
+    """
     sweep_dir = Path(sweep_dir)
     rows = [job_row(d) for d in job_dirs(sweep_dir)]
-    with open(sweep_dir / "summary.csv", "w", newline="") as file:
+    reasons = refused.read(sweep_dir)
+    for r in rows:
+        if r["run_dir"] in reasons:
+            r.update(status="refused", error=reasons[r["run_dir"]])
+    with open(sweep_dir / layout.SWEEP_CSV, "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows({**r, "overrides": " ".join(r["overrides"])} for r in rows)
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_cell(r, c).replace("|", "\\|") for c in COLUMNS) + " |"
               for r in rows]
-    (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    (sweep_dir / layout.SWEEP_MD).write_text("\n".join(lines) + "\n")
     best = best_row(rows)
     if best:
-        summary = read_summary(best["run_dir"]) or {}
-        write_json_atomic(sweep_dir / "best.json", {
+        summary = run_summary.read(best["run_dir"]) or {}
+        atomic.write_json(sweep_dir / layout.BEST, {
             "job": best["job"], "run_dir": best["run_dir"], "monitor": best["monitor"],
             "mode": best["mode"], "best": best["best"], "overrides": best["overrides"],
             "best_checkpoint": summary.get("best_checkpoint"),
@@ -101,12 +105,12 @@ def print_sweep_summary(rows: list[dict[str, Any]], sweep_dir: Path) -> None:
     if best:
         console.print(f"best: job {best['job']} {best['monitor']}={best['best']:.4f} "
                       f"({_cell(best, 'overrides')}) in {best['run_dir']}")
-    console.print(f"sweep summary: {sweep_dir / 'summary.csv'}, {sweep_dir / 'summary.md'}")
+    console.print(f"sweep summary: {sweep_dir / layout.SWEEP_CSV}, {sweep_dir / layout.SWEEP_MD}")
 
 
 def _summary_text(run_dir: Path) -> str | None:
     try:
-        return (run_dir / "summary.json").read_text()
+        return (run_dir / layout.SUMMARY).read_text()
     except OSError:
         return None
 
@@ -122,14 +126,11 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.earlier = {d.name: _summary_text(d) for d in job_dirs(config.hydra.sweep.dir)}
-        REFUSED.clear()
+        refused.clear(config.hydra.sweep.dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         rows = write_sweep_summary(sweep_dir)
-        for r in rows:
-            if r["run_dir"] in REFUSED:
-                r.update(status="refused", error=REFUSED[r["run_dir"]])
         print_sweep_summary(rows, sweep_dir)
         launched = [r for r in rows if (name := Path(r["run_dir"]).name) not in self.earlier
                     or _summary_text(Path(r["run_dir"])) != self.earlier[name]

@@ -6,9 +6,9 @@ from datetime import datetime
 from html import escape
 from pathlib import Path
 
-from dlops.runs.report import Report, Table
-from dlops.runs.report_sort import script_source, script_tag
-from dlops.runs.report_text import display_rows, shared_text, short_path
+from dlops.readers.report import Report, Table
+from dlops.readers.report_sort import script_source, script_tag
+from dlops.readers.report_text import display_rows, shared_text, short_path
 
 RUN_PLOTS = {"confusion matrix": "plots/confusion_matrix.png", "ROC": "plots/roc.png"}
 STYLE = """

@@ -5,13 +5,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dlops.errors import ConfigError
-from dlops.runs.discover import METRICS_CSV, Run, read_curves
+from dlops.readers.discover import METRICS_CSV, Run, read_curves
 
 MAX_LEGEND = 20  # more runs than this: the legend would hide the plot
+MAX_PANELS = 4  # kinds of metric in one run's learning curves (loss first)
 
 
 def plot_learning_curves(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """The seed's figure: train/val loss and train/val accuracy per epoch of one run.
+    """One panel per kind of metric the model logged for training and validation (`train_loss`
+    and `val_loss` in one panel, then `*_acc`, `*_mae`, ...), per epoch of one run.
 
     Written to `out` (default `run_dir/plots/learning_curves.png`); returns the path.
     """
@@ -22,16 +24,18 @@ def plot_learning_curves(run_dir: str | Path, out: str | Path | None = None) -> 
         raise ConfigError(f"{run_dir / METRICS_CSV} not found: is {run_dir} a run dir "
                           "with the CSV logger on?")
     curves = read_curves(run_dir / METRICS_CSV)
+    kinds = sorted({name.split("_", 1)[1] for name in curves if name.startswith(("train_", "val_"))},
+                   key=lambda kind: (kind != "loss", kind))[:MAX_PANELS]
     out = Path(out) if out else run_dir / "plots" / "learning_curves.png"
     out.parent.mkdir(parents=True, exist_ok=True)
-    figure = Figure(figsize=(10, 4), layout="constrained")
-    for ax, kind in zip(figure.subplots(1, 2), ("loss", "acc"), strict=True):
+    figure = Figure(figsize=(5 * max(len(kinds), 1), 4), layout="constrained")
+    for ax, kind in zip(figure.subplots(1, max(len(kinds), 1), squeeze=False)[0], kinds, strict=False):
         for split in ("train", "val"):
             points = curves.get(f"{split}_{kind}", [])
             if points:
                 epochs, values = zip(*points, strict=True)
                 ax.plot(epochs, values, marker="o", markersize=3, label=f"{split}_{kind}")
-        ax.set(xlabel="epoch", ylabel=kind, title="loss" if kind == "loss" else "accuracy")
+        ax.set(xlabel="epoch", ylabel=kind, title=kind)
         ax.grid(alpha=0.3)
         ax.legend()
     figure.suptitle(str(run_dir), fontsize="small")

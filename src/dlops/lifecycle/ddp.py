@@ -20,13 +20,13 @@ from hydra.types import RunMode
 from omegaconf import read_write
 
 from dlops.errors import ConfigError
+from dlops.lifecycle.argv import config_flags
 
 # set by torchrun, by Lightning for the processes it starts, and by srun
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
 # what Lightning sets in the environment of the process that starts the ranks
 DDP_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE",
                  "OMP_NUM_THREADS")
-CONFIG_FLAGS = ("-cp", "-cn", "-cd", "--config-path", "--config-name", "--config-dir")
 
 
 def is_rank_zero() -> bool:
@@ -51,7 +51,7 @@ def prepare_relaunch(trainer: Any, run_dir: Path) -> None:
     with read_write(hydra):
         hydra.run.dir = str(run_dir)
     # ranks > 0 log to the console only: the run dir's train.log is rank 0's
-    sys.argv[1:] = [*_config_flags(sys.argv[1:]), *hydra.overrides.task, "hydra/job_logging=stdout"]
+    sys.argv[1:] = [*config_flags(sys.argv[1:]), *hydra.overrides.task, "hydra/job_logging=stdout"]
 
 
 @contextmanager
@@ -77,13 +77,3 @@ def clean_process_state() -> Iterator[None]:
                 os.environ[name] = value
         sys.argv[:] = argv
         torch.set_num_threads(threads)
-
-
-def _config_flags(argv: list[str]) -> list[str]:
-    """The arguments that choose the config (`-cn NAME`, `--config-dir=DIR`, ...)."""
-    kept, value_next = [], False
-    for arg in argv:
-        if value_next or arg.split("=", 1)[0] in CONFIG_FLAGS:
-            kept.append(arg)
-            value_next = arg in CONFIG_FLAGS
-    return kept

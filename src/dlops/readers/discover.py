@@ -5,7 +5,6 @@ PyYAML for runs without a summary) is imported here, so reading hundreds of runs
 """
 
 import csv
-import math
 import os
 import re
 from collections.abc import Iterable
@@ -16,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from dlops.errors import ConfigError
-from dlops.runs.summary import SUMMARY_FILE, read_summary
+from dlops.rundir import layout, liveness, overrides
+from dlops.rundir import summary as run_summary
 
-METRICS_CSV = Path("csv") / "metrics.csv"
+METRICS_CSV = layout.METRICS_CSV
 
 
 @dataclass
@@ -45,7 +45,7 @@ class Run:
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / SUMMARY_FILE).is_file() or (path / ".hydra").is_dir()
+    return (path / layout.SUMMARY).is_file() or (path / layout.HYDRA_DIR).is_dir()
 
 
 def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
@@ -90,16 +90,16 @@ def load_runs(paths: Iterable[str | Path]) -> list[Run]:
 
 def load_run(run_dir: Path) -> Run:
     """The run in `run_dir`, from its summary.json, or from .hydra/ and its CSV for older runs."""
-    summary = read_summary(run_dir)
+    summary = run_summary.read(run_dir)
     if summary is None:
         return _load_without_summary(run_dir)
     status = summary.get("status") or "unknown"
-    if status == "running" and not _still_running(summary):
+    if status == "running" and liveness.writer_state(summary) == "dead":
         status = "killed"
     return Run(
         path=run_dir,
         status=status,
-        overrides=parse_overrides(summary.get("overrides") or _hydra_overrides(run_dir)),
+        overrides=overrides.as_dict(summary.get("overrides") or _hydra_overrides(run_dir)),
         monitor=summary.get("monitor") or "val_loss",
         mode=summary.get("mode") or "min",
         epochs=summary.get("epochs_completed"),
@@ -116,7 +116,7 @@ def _load_without_summary(run_dir: Path) -> Run:
     """A run from before summary.json (or killed before writing it): facts from .hydra/ and CSV."""
     config = _read_yaml(run_dir / ".hydra" / "config.yaml") or {}
     trainer = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}
-    run = Run(path=run_dir, status="unknown", overrides=parse_overrides(_hydra_overrides(run_dir)),
+    run = Run(path=run_dir, status="unknown", overrides=overrides.as_dict(_hydra_overrides(run_dir)),
               monitor=str(config.get("monitor") or "val_loss"),
               mode=str(config.get("mode") or "min"), max_epochs=trainer.get("max_epochs"))
     for metric, points in run.curves.items():
@@ -125,20 +125,6 @@ def _load_without_summary(run_dir: Path) -> Run:
     epochs = {epoch for epoch, _ in run.curves.get(run.monitor, [])}
     run.epochs = len(epochs) if epochs else None
     return run
-
-
-def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
-    """`["seed=1", "+trainer.x=2", "~logger"]` -> `{"seed": "1", "trainer.x": "2", "logger": "~"}`.
-    """
-    parsed = {}
-    for item in overrides:
-        item = str(item)
-        if item.startswith("~"):
-            key, value = item[1:].split("=", 1)[0], "~"
-        else:
-            key, _, value = item.partition("=")
-        parsed[key.lstrip("+")] = value
-    return parsed
 
 
 def _hydra_overrides(run_dir: Path) -> list[str]:
@@ -200,38 +186,3 @@ def _duration(summary: dict[str, Any]) -> float | None:
         return (datetime.fromisoformat(summary["updated_at"]) - start).total_seconds()
     except (KeyError, TypeError, ValueError):
         return None
-
-
-def _still_running(summary: dict[str, Any]) -> bool:
-    """False when the run's process is gone from this host; True when alive or not ours to judge."""
-    pid, host = summary.get("pid"), summary.get("host")
-    if not isinstance(pid, int) or host != os.uname().nodename:
-        return True
-    attempt = (summary.get("attempts") or [summary])[-1]  # a resumed run: its latest start
-    return process_alive(pid, _number(attempt.get("started_at_unix")))
-
-
-def process_alive(pid: int, started_at: float | None = None) -> bool:
-    """Whether `pid` runs and (on Linux) is the same process that started at `started_at`."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. another user's process: it exists
-        pass
-    try:  # a zombie is dead; a process younger than the run is another one with a reused pid
-        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        if stat[0] == "Z":
-            return False
-        ticks = os.sysconf("SC_CLK_TCK")
-        started = _boot_time() + int(stat[19]) / ticks
-        return started_at is None or math.isnan(started_at) or started <= started_at + 2
-    except (OSError, IndexError, ValueError):
-        return True
-
-
-def _boot_time() -> float:
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("btime"):
-            return float(line.split()[1])
-    raise ValueError("no btime in /proc/stat")

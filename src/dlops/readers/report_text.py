@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dlops.runs.discover import Run
-from dlops.runs.report import Report, Table
+from dlops.readers.discover import Run
+from dlops.readers.report import Report, Table
 
 STATUS_STYLES = {"completed": "green", "failed": "red", "diverged": "red", "killed": "yellow",
                  "interrupted": "yellow", "running": "cyan", "unknown": "dim"}

@@ -13,20 +13,20 @@ import logging
 import os
 import shutil
 import sys
-import time
 import warnings
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from dlops.errors import ConfigError
-from dlops.runs.ddp import is_rank_zero
-from dlops.runs.discover import process_alive
-from dlops.runs.resolvers import make_run_dirs
-from dlops.runs.summary import git_commit, now, package_versions, read_summary
+from dlops.lifecycle.argv import is_multirun, make_run_dirs, swept_keys
+from dlops.lifecycle.ddp import is_rank_zero
+from dlops.rundir import layout, liveness
+from dlops.rundir import summary as run_summary
+from dlops.rundir.overrides import is_override
+from dlops.rundir.overrides import key as override_key
 from dlops.tracking.tracker import ResumePoint
 
 log = logging.getLogger(__name__)
@@ -34,16 +34,7 @@ log = logging.getLogger(__name__)
 RESUMABLE_KEYS = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "test",
                   "checkpoint_every_n_steps")
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
-LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
-
-
-def override_key(override: str) -> str:
-    """The key of a Hydra override: `+a.b=1` -> `a.b`, `model=cnn` -> `model`."""
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def _is_override(arg: str) -> bool:
-    return "=" in arg and not arg.startswith("-")
+LAST_CHECKPOINT = layout.LAST_CHECKPOINT
 
 
 def _changes_the_run(key: str) -> bool:
@@ -70,25 +61,25 @@ def hydra_argv(argv: list[str]) -> list[str]:
 
 
 def _resume_argv(argv: list[str]) -> list[str]:
-    values = [a.split("=", 1)[1] for a in argv[1:] if _is_override(a) and override_key(a) == "resume"]
+    values = [a.split("=", 1)[1] for a in argv[1:] if is_override(a) and override_key(a) == "resume"]
     if not values or values[-1] in ("", "null"):
         return argv
-    rest = [a for a in argv[1:] if not (_is_override(a) and override_key(a) == "resume")]
-    multirun = any(a in ("-m", "--multirun") for a in rest)
+    rest = [a for a in argv[1:] if not (is_override(a) and override_key(a) == "resume")]
+    multirun = is_multirun(rest)
     target = Path(values[-1]).expanduser()
     if values[-1] == "latest":
         target = latest(Path("multirun" if multirun else "outputs"))
     target = target.resolve()
     if not target.is_dir():
         raise ConfigError(f"resume={values[-1]}: {target} is not a directory.")
-    refused = [a for a in rest if _is_override(a) and _changes_the_run(override_key(a))]
+    refused = [a for a in rest if is_override(a) and _changes_the_run(override_key(a))]
     if refused:
         raise ConfigError(
             f"resume continues a run with the config it was started with, so {' '.join(refused)} "
             f"cannot be given with it. Allowed with resume=: {', '.join(RESUMABLE_KEYS)}. "
             "Start a new run to change anything else.")
-    if (target / "multirun.yaml").is_file():
-        flags = [a for a in rest if a not in ("-m", "--multirun")]
+    if (target / layout.MULTIRUN).is_file():
+        flags = [a for a in rest if not is_multirun([a])]
         return [argv[0], "-m", *_sweep_overrides(target, flags), f"resume={target}"]
     if multirun:
         raise ConfigError(f"{target} is not a sweep directory (no multirun.yaml); "
@@ -100,18 +91,18 @@ def _resume_argv(argv: list[str]) -> list[str]:
 
 def latest(root: Path) -> Path:
     """The most recently started run (or sweep) under `root`."""
-    marker = "multirun.yaml" if root.name == "multirun" else "summary.json"
+    marker = layout.MULTIRUN if root.name == "multirun" else layout.SUMMARY
     found = list(root.glob(f"*/*/{marker}")) if root.is_dir() else []
     if not found:
-        raise ConfigError(f"resume=latest: no {'sweep' if marker == 'multirun.yaml' else 'run'} "
+        raise ConfigError(f"resume=latest: no {'sweep' if marker == layout.MULTIRUN else 'run'} "
                           f"found in {root.resolve()}.")
-    newest = max(found, key=lambda p: p.stat().st_mtime if marker == "multirun.yaml" else _started(p.parent))
+    newest = max(found, key=lambda p: p.stat().st_mtime if marker == layout.MULTIRUN else _started(p.parent))
     return newest.parent
 
 
 def _started(run_dir: Path) -> float:
-    summary = read_summary(run_dir) or {}
-    return summary.get("started_at_unix") or (run_dir / "summary.json").stat().st_mtime
+    summary = run_summary.read(run_dir) or {}
+    return summary.get("started_at_unix") or (run_dir / layout.SUMMARY).stat().st_mtime
 
 
 def _check_run_dir(run_dir: Path) -> None:
@@ -132,15 +123,15 @@ def _enter_start_dir(hydra_yaml: Path) -> None:
 
 def _sweep_overrides(sweep_dir: Path, args: list[str]) -> list[str]:
     """The sweep's own overrides (so Hydra makes the same jobs), the given ones, and its directory."""
-    saved = OmegaConf.load(sweep_dir / "multirun.yaml")
+    saved = OmegaConf.load(sweep_dir / layout.MULTIRUN)
     sweeper = OmegaConf.select(saved, "hydra.sweeper._target_")
     if sweeper != BASIC_SWEEPER:
         raise ConfigError(f"{sweep_dir} was made by {sweeper}; resume= continues grid sweeps (Hydra's "
                           "basic sweeper), which make the same jobs again. An Optuna search continues "
                           "with more trials when started again with the same hydra.sweep.dir.")
-    given = [a for a in args if _is_override(a)]
+    given = [a for a in args if is_override(a)]
     task = [o for o in saved.hydra.overrides.task if override_key(o) != "resume"]
-    swept = {override_key(o) for o in task if "," in o.split("=", 1)[1] or "(" in o.split("=", 1)[1]}
+    swept = swept_keys(task)
     clash = [a for a in given if override_key(a) in swept]
     if clash:
         raise ConfigError(f"{' '.join(clash)} would change the jobs of the sweep in {sweep_dir}, "
@@ -148,10 +139,14 @@ def _sweep_overrides(sweep_dir: Path, args: list[str]) -> list[str]:
     task = [o for o in task if override_key(o) not in {override_key(a) for a in given}]
     hydra = [o for o in saved.hydra.overrides.hydra
              if override_key(o) not in ("hydra.sweep.dir", "hydra.mode", "hydra.run.dir")]
-    if not (sweep_dir / "multirun.original.yaml").exists():  # Hydra rewrites multirun.yaml
-        shutil.copy2(sweep_dir / "multirun.yaml", sweep_dir / "multirun.original.yaml")
-    _enter_start_dir(sweep_dir / "multirun.yaml")
-    return [*task, *hydra, *args, f"hydra.sweep.dir={sweep_dir}"]
+    if not (sweep_dir / layout.MULTIRUN_ORIGINAL).exists():  # Hydra rewrites multirun.yaml
+        shutil.copy2(sweep_dir / layout.MULTIRUN, sweep_dir / layout.MULTIRUN_ORIGINAL)
+    _enter_start_dir(sweep_dir / layout.MULTIRUN)
+    # the config dirs the sweep was composed with (`--config-dir` of a user's own configs)
+    sources = OmegaConf.select(saved, "hydra.runtime.config_sources") or []
+    config_dirs = [f"--config-dir={s.path}" for s in sources
+                   if s.provider == "command-line" and s.schema == "file" and s.path not in " ".join(args)]
+    return [*config_dirs, *task, *hydra, *args, f"hydra.sweep.dir={sweep_dir}"]
 
 
 @dataclass
@@ -189,13 +184,18 @@ def plan(cfg: DictConfig, run_dir: Path) -> Plan:
         if HydraConfig.initialized() else []
     new, _ = resumed_config(cfg, run_dir)
     original = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    old = read_summary(run_dir)
+    old = run_summary.read(run_dir)
     if old is None:  # a sweep job that never started (or a run that died before its first write)
         return Plan(cfg=new)
     status = old.get("status")
-    if status == "running" and _still_running(old):
+    writer = liveness.writer_state(old) if status == "running" else "dead"
+    if writer == "alive":
         raise ConfigError(f"{run_dir} is still running (pid {old['pid']} on {old['host']}); "
                           "stop it first (Ctrl-C or kill PID) and resume once it says interrupted.")
+    if writer == "elsewhere":  # a shared file system: it may well be training there now
+        raise ConfigError(f"{run_dir} says it is running as pid {old.get('pid')} on host "
+                          f"{old.get('host')}, which cannot be checked from here; resume it on that "
+                          "host once that process has stopped.")
     if status == "diverged":
         raise ConfigError(f"{run_dir} diverged (training loss not finite); resuming would diverge again. "
                           "Start a new run, e.g. with a lower model.optimizer.lr.")
@@ -211,60 +211,22 @@ def plan(cfg: DictConfig, run_dir: Path) -> Plan:
     checkpoint, resumed_from, state = run_dir / LAST_CHECKPOINT, None, None
     warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     if checkpoint.exists():
-        from dlops.runs.checkpoints import check_model, read_checkpoint
+        from dlops.lifecycle.checkpoints import check_model, read_checkpoint
 
         saved = read_checkpoint(checkpoint)
-        check_model(saved, OmegaConf.to_container(new.model.net, resolve=True), checkpoint)
+        if "net" in new.model:  # dlops' Classifier: a net config to compare (any model: its weights)
+            check_model(saved, OmegaConf.to_container(new.model.net, resolve=True), checkpoint)
         resumed_from = {"checkpoint": str(LAST_CHECKPOINT), "epoch": saved["epoch"],
                         "global_step": saved["global_step"]}
         state = saved.get("dlops") or {}
     from dlops.tracking.loggers import continue_trackers
 
     continue_trackers(new, ResumePoint(resumed_from["global_step"] if resumed_from else 0, state, old))
-    summary = continue_summary(old, new, overrides, resumed_from)
+    summary = run_summary.resumed(old, max_epochs=OmegaConf.select(new, "trainer.max_epochs"),
+                                  overrides=overrides, resumed_from=resumed_from)
     log.info("resuming %s (attempt %d) from %s", run_dir, len(summary["attempts"]),
              f"{LAST_CHECKPOINT} (epoch {saved['epoch']}, step {saved['global_step']})" if resumed_from
              else f"the start: there is no {LAST_CHECKPOINT} yet")
     return Plan(cfg=new, summary=summary, checkpoint=str(checkpoint) if resumed_from else None)
 
 
-def _still_running(summary: dict[str, Any]) -> bool:
-    """Whether the process that wrote `summary` still runs on this machine (a run still training)."""
-    pid, attempt = summary.get("pid"), (summary.get("attempts") or [summary])[-1]
-    if summary.get("host") != os.uname().nodename or not isinstance(pid, int) or pid == os.getpid():
-        return False
-    return process_alive(pid, attempt.get("started_at_unix"))
-
-
-def continue_summary(old: dict[str, Any], cfg: DictConfig, overrides: list[str],
-                     resumed_from: dict[str, Any] | None) -> dict[str, Any]:
-    """The summary of a resumed run: the old one, status `running`, one more entry in `attempts`.
-
-    `started_at` stays the first start; `attempts` lists every start with its outcome (the last
-    attempt's outcome is the top-level status) and `duration_s` adds up the attempts' run times.
-    """
-    attempts = [dict(a) for a in old.get("attempts") or [_first_attempt(old)]]
-    earlier = sum(a.get("duration_s") or 0.0 for a in attempts[:-1])
-    previous = attempts[-1]
-    ended = old.get("ended_at") or old.get("updated_at")
-    if old.get("duration_s") is not None:
-        length = old["duration_s"] - earlier
-    elif old.get("updated_at"):
-        length = datetime.fromisoformat(old["updated_at"]).timestamp() - previous["started_at_unix"]
-    else:
-        length = None
-    previous.update(status=old.get("status"), ended_at=ended,
-                    duration_s=None if length is None else round(length, 3))
-    attempts.append({"started_at": now(), "started_at_unix": time.time(), "host": os.uname().nodename,
-                     "pid": os.getpid(), "overrides": overrides, "resumed_from": resumed_from,
-                     "git": git_commit(os.getcwd())})
-    return {**old, "status": "running", "ended_at": None, "duration_s": None, "error": None,
-            "max_epochs": OmegaConf.select(cfg, "trainer.max_epochs"), "test_metrics": {},
-            "host": os.uname().nodename, "pid": os.getpid(), "versions": package_versions(),
-            "git": attempts[-1]["git"], "attempts": attempts}
-
-
-def _first_attempt(old: dict[str, Any]) -> dict[str, Any]:
-    return {"started_at": old.get("started_at"), "started_at_unix": old.get("started_at_unix"),
-            "host": old.get("host"), "pid": old.get("pid"), "overrides": old.get("overrides", []),
-            "resumed_from": None, "git": old.get("git")}

@@ -1,7 +1,7 @@
 """Compare runs: filter, rank and group them into the leaderboard and its aggregation over seeds.
 
 Rows hold raw values (floats, ints, strings, None), so that CSV and JSON give the numbers of
-the runs' own summary.json files; `dlops.runs.report_text` formats them for people.
+the runs' own summary.json files; `dlops.readers.report_text` formats them for people.
 """
 
 import math
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dlops.errors import ConfigError
-from dlops.runs.discover import Run
+from dlops.readers.discover import Run
 
 TEST_METRICS = ("test_loss", "test_acc", "test_auroc")
 
@@ -126,12 +126,17 @@ def shared_overrides(runs: Sequence[Run]) -> dict[str, str]:
             if all(r.overrides.get(k) == v for r in others)}
 
 
+# words in a metric's name that say smaller is better (losses, errors); anything else: larger
+LOWER_IS_BETTER = ("loss", "err", "mae", "mse", "nll", "perplexity", "distance")
+
+
 def metric_mode(metric: str, runs: Sequence[Run]) -> str:
-    """`min` or `max`: the runs' own mode when they monitor `metric`, else min for losses."""
+    """`min` or `max`: the runs' own mode when they monitor `metric`, else min for losses and
+    errors (`LOWER_IS_BETTER`), max for the rest."""
     for run in runs:
         if run.monitor == metric and run.mode in ("min", "max"):
             return run.mode
-    return "min" if "loss" in metric else "max"
+    return "min" if any(word in metric.lower() for word in LOWER_IS_BETTER) else "max"
 
 
 def check_metrics(metrics: Sequence[str], runs: Sequence[Run]) -> None:

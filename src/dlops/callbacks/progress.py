@@ -1,0 +1,76 @@
+"""Keep `summary.json` current while a run trains, so a killed run still shows its progress."""
+
+import logging
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Checkpoint
+
+from dlops.errors import ConfigError
+from dlops.rundir import summary as run_summary
+
+log = logging.getLogger(__name__)
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Lightning's logged metrics as plain floats (NaN stays NaN)."""
+    return {k: float(v) for k, v in sorted(metrics.items()) if getattr(v, "numel", lambda: 1)() == 1}
+
+
+def best_checkpoint(trainer: pl.Trainer) -> tuple[str | None, float | None]:
+    """Path and score of the best checkpoint kept so far, if a checkpoint callback keeps one."""
+    kept = [c for c in trainer.checkpoint_callbacks if getattr(c, "best_model_path", "")]
+    if not kept:
+        return None, None
+    callback = kept[0]
+    score = callback.best_model_score
+    return callback.best_model_path, None if score is None else float(score)
+
+
+class SummaryProgress(Checkpoint):
+    """Rewrites the run's summary at the end of every epoch with the latest metrics.
+
+    A `Checkpoint` subclass so that Lightning calls it after the module's own
+    `on_train_epoch_end` (where the epoch's training metrics are logged).
+    """
+
+    def __init__(self, run_dir: str, summary: dict[str, Any]) -> None:
+        self.run_dir, self.summary = run_dir, summary
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        path, score = best_checkpoint(trainer)
+        run_summary.progress(self.summary, epochs_completed=trainer.current_epoch + 1,
+                             global_step=trainer.global_step,
+                             last_metrics=scalar_metrics(trainer.callback_metrics), best_checkpoint=path,
+                             best_metric=None if score is None or math.isnan(score) else score)
+        run_summary.write(self.run_dir, self.summary)
+        metrics = ", ".join(f"{k} {v:.4g}" for k, v in self.summary["last_metrics"].items())
+        log.info(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {metrics}")
+
+
+class MonitorCheck(Checkpoint):
+    """Stops the run at the end of its first validated epoch when `monitor` is not among the
+    metrics the model logged, naming those it did log (Lightning would fail later, or keep no best
+    checkpoint without a word).
+
+    A `Checkpoint` subclass placed before the others, so that it runs after the model's epoch-end
+    hook (where a model may log training metrics) and before the checkpoint callbacks.
+    """
+
+    def __init__(self, monitor: str) -> None:
+        self.monitor, self.validated, self.checked = monitor, False, False
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.validated = self.validated or not trainer.sanity_checking
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.checked or not self.validated:
+            return
+        self.checked = True
+        if self.monitor not in trainer.callback_metrics:
+            logged = ", ".join(sorted(trainer.callback_metrics)) or "nothing"
+            raise ConfigError(f"monitor={self.monitor} is not logged by this model; it logged: "
+                              f"{logged}. Set monitor= to one of them (and mode=min or mode=max).")

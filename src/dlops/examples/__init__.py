@@ -1,0 +1,1 @@
+"""Examples of bring-your-own classes: plain Lightning code that imports nothing from dlops."""

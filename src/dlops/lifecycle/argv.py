@@ -1,0 +1,52 @@
+"""The command line of `train.py` before Hydra reads it: which kind of run, which config flags,
+and a run dir given literally, created early so that an unwritable one is one message."""
+
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from dlops.rundir import overrides
+
+MULTIRUN_FLAGS = ("-m", "--multirun")
+CONFIG_FLAGS = ("-cp", "-cn", "-cd", "--config-path", "--config-name", "--config-dir")
+
+
+def is_multirun(argv: list[str]) -> bool:
+    return any(arg in MULTIRUN_FLAGS for arg in argv)
+
+
+def config_flags(argv: list[str]) -> list[str]:
+    """The arguments that choose the config (`-cn NAME`, `--config-dir=DIR`, ...)."""
+    kept, value_next = [], False
+    for arg in argv:
+        if value_next or arg.split("=", 1)[0] in CONFIG_FLAGS:
+            kept.append(arg)
+            value_next = arg in CONFIG_FLAGS
+    return kept
+
+
+def swept_keys(task: list[str]) -> set[str]:
+    """Keys that a sweep varies (`seed=1,2`, `x=range(3)`, `lr=interval(...)`), by Hydra's parser."""
+    parsed = OverridesParser.create().parse_overrides([o for o in task if overrides.is_override(o)])
+    return {o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()}
+
+
+def cannot_create(path: str, exc: OSError) -> str:
+    """The message for a run directory that cannot be made."""
+    return (f"error: cannot create the run directory {Path(path).resolve()}: {exc.strerror}. "
+            "Start train.py from a folder you can write to, or set hydra.run.dir "
+            "(hydra.sweep.dir with -m) to one.")
+
+
+def make_run_dirs(argv: list[str]) -> None:
+    """Create the run (or sweep) directory given literally on the command line, before Hydra does,
+    so that an unwritable one ends with one message (exit code 1) instead of a traceback."""
+    wanted = "hydra.sweep.dir" if is_multirun(argv) else "hydra.run.dir"
+    for arg in argv[1:]:
+        if overrides.is_override(arg) and overrides.key(arg) == wanted:
+            value = overrides.value(arg)
+            if value and "${" not in value:
+                try:
+                    Path(value).mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise SystemExit(cannot_create(value, exc)) from None

@@ -1,0 +1,84 @@
+"""OmegaConf resolvers used by the config tree (light: no torch here)."""
+
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from dlops.errors import ConfigError
+from dlops.lifecycle.argv import cannot_create
+
+# the datamodule that `${data:NAME}` reads: set by dlops.build once it is set up
+_datamodule: Any = None
+
+
+def unique_dir(path: str) -> str:
+    """Create and return `path`, or `path-2`, `path-3`, ... if it exists already.
+
+    `os.mkdir` is atomic, so two runs started in the same second (even on a shared file
+    system) never get the same directory.
+    """
+    candidate, n = path, 1
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                os.mkdir(candidate)
+                return candidate
+            except FileExistsError:
+                n += 1
+                candidate = f"{path}-{n}"
+    except OSError as exc:
+        raise SystemExit(cannot_create(candidate, exc)) from None  # Hydra would print a traceback
+
+
+def hydra_subdir(run_dir: str, name: str = ".hydra") -> str | None:
+    """`name`, or None (Hydra then writes nothing) when `run_dir/name` already holds a run's config.
+
+    So `resume=`, which makes Hydra work in an existing run dir, keeps the config the run started with.
+    """
+    return None if (Path(run_dir) / name / "config.yaml").exists() else name
+
+
+def set_datamodule(datamodule: Any) -> None:
+    """Make `datamodule` the one that `${data:NAME}` reads."""
+    global _datamodule
+    _datamodule = datamodule
+
+
+def data_fact(name: str) -> Any:
+    """`${data:NAME}`: the attribute NAME of the run's datamodule, as plain values (lists, numbers)."""
+    if _datamodule is None:
+        raise ConfigError(f"${{data:{name}}} is known only while a run builds its model, once the "
+                          "datamodule is set up; --cfg job shows it unresolved.")
+    try:
+        value = getattr(_datamodule, name)
+    except AttributeError as exc:
+        raise ConfigError(
+            f"the config asks for ${{data:{name}}}, but {type(_datamodule).__name__} has no "
+            f"attribute {name!r} ({exc}); add it to the datamodule (a property is fine) or write the "
+            "value into the config instead.") from None
+    return _plain(value)
+
+
+def _plain(value: Any) -> Any:
+    """Tensors, arrays, tuples and numpy numbers as the lists and numbers OmegaConf holds."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def register_resolvers() -> None:
+    """Register `${dlops.unique_dir:...}` (cached: a config resolves it once),
+    `${dlops.hydra_subdir:...}` and `${data:NAME}` (see `data_fact`)."""
+    if not OmegaConf.has_resolver("data"):
+        OmegaConf.register_new_resolver("data", data_fact)
+    if not OmegaConf.has_resolver("dlops.unique_dir"):
+        OmegaConf.register_new_resolver("dlops.unique_dir", unique_dir, use_cache=True)
+    if not OmegaConf.has_resolver("dlops.hydra_subdir"):
+        OmegaConf.register_new_resolver("dlops.hydra_subdir", hydra_subdir)

@@ -1,1 +1,0 @@
-"""The run-directory contract: where runs live and what `summary.json` says about them."""
