@@ -4,8 +4,9 @@
 
 Each measurement runs as its own process (imports included), side by side in one run:
 - `import mlflow` against an empty interpreter;
-- the first run's setup on a new store (its tables are made once; later runs find them);
-- a later run's setup on that store;
+- the first run's setup on a new store (its tables are made once; later runs find them):
+  open the store, make the experiment and the run, log the params;
+- a later run's setup on that store (the same, with the tables there);
 - one epoch's logging (5 metrics, as dlops' Classifier logs them) on the store.
 Prints the medians; the results also go to bench/results/bench_mlflow.json.
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SETUP = """
 import sys, time
+import mlflow  # measured on its own: the setup below is the store's work only
 from dlops.tracking.mlflow_logger import MLFlowLogger
 start = time.perf_counter()
 logger = MLFlowLogger(sys.argv[1])
