@@ -127,6 +127,19 @@ def test_class_folders_differ_between_train_and_test(tmp_path, digits):
     assert "class folders differ between train and test" in output and "'nine'" in output
 
 
+def test_fold_outside_the_folds(tmp_path):
+    output = fails(tmp_path, "datamodule.folds=3", "datamodule.fold=3", *FAST)
+    message = "datamodule.fold must be an integer from 0 to 2 with datamodule.folds=3, got 3"
+    assert message in output and "-m datamodule.folds=3 datamodule.fold=0,1,2" in output
+    failed_with(tmp_path, message)
+
+
+def test_search_space_optuna_cannot_use(tmp_path):
+    output = fails(tmp_path, "-m", "hparams_search=mnist_optuna", "hydra.sweep.dir=study", "model=glob(*)")
+    assert "model=glob(*) cannot be searched by Optuna; write the space as choice(a, b)" in output
+    assert not list((tmp_path / "study").iterdir())  # stopped before the study or any trial
+
+
 # ---------------------------------------------------------------- checkpoints and resume
 
 @pytest.fixture(scope="module")

@@ -129,3 +129,51 @@ def test_bad_image_folders(tmp_path, damage, message):
         next((root / "train" / "2").iterdir()).write_bytes(b"not a png")
     with pytest.raises(ConfigError, match=message):
         ImageFolderDataModule(str(root)).setup()
+
+
+def rows(split) -> list[bytes]:
+    """Each example as bytes (pixels and label), to compare splits as multisets."""
+    return [bytes(x.numpy()) + bytes([y]) for x, y in zip(split.images.flatten(1), split.labels.tolist(),
+                                                          strict=True)]
+
+
+def test_three_folds_are_stratified_disjoint_and_cover_the_pool_with_test_untouched():
+    plain = MNISTDataModule()
+    plain.setup()
+    pool = sorted(rows(plain.splits["train"]) + rows(plain.splits["val"]))
+    folds = [MNISTDataModule(folds=3, fold=i, seed=i) for i in range(3)]  # run seeds do not matter
+    for dm in folds:
+        dm.setup()
+        assert sorted(rows(dm.splits["train"]) + rows(dm.splits["val"])) == pool
+        assert torch.equal(dm.splits["test"].images, plain.splits["test"].images)
+    vals = [rows(dm.splits["val"]) for dm in folds]
+    assert sorted(sum(vals, [])) == pool  # disjoint, and together the whole pool
+    assert max(map(len, vals)) - min(map(len, vals)) <= 1
+    share = plain.splits["train"].labels.float().mean().item()  # the "3"s are ~10% of the pool
+    for dm in folds:
+        assert dm.splits["val"].labels.float().mean().item() == pytest.approx(share, abs=0.005)
+    again = MNISTDataModule(folds=3, fold=1, seed=7)
+    again.setup()
+    assert torch.equal(again.splits["val"].images, folds[1].splits["val"].images)  # from split_seed
+
+
+def test_image_folder_folds_leave_the_test_split_out_of_the_pool(tmp_path):
+    assert dlops(["make-dataset", str(tmp_path / "digits"), "--per-class", "10"]) == 0
+    dms = [ImageFolderDataModule(str(tmp_path / "digits"), folds=4, fold=i) for i in range(4)]
+    for dm in dms:
+        dm.setup()
+        assert len(dm.splits["train"]) == 60 and len(dm.splits["test"]) == 20  # no val/: pool = train
+        assert torch.bincount(dm.splits["val"].labels).tolist() == [2] * 10  # 8 per class, 4 folds
+    vals = sorted(sum((rows(dm.splits["val"]) for dm in dms), []))
+    assert len(vals) == 80 and not set(vals) & set(rows(dms[0].splits["test"]))
+
+
+@pytest.mark.parametrize("folds,fold,message", [
+    (3, 3, "datamodule.fold must be an integer from 0 to 2 with datamodule.folds=3, got 3"),
+    (3, None, "datamodule.fold must be an integer from 0 to 2"),
+    (1, 0, "datamodule.folds must be an integer >= 2"),
+    (None, 1, "datamodule.fold=1 needs datamodule.folds"),
+])
+def test_bad_folds_get_one_message(folds, fold, message):
+    with pytest.raises(ConfigError, match=message):
+        MNISTDataModule(folds=folds, fold=fold)

@@ -1,19 +1,27 @@
 """Sweeps that survive: failure isolation, the sweep summary, launchers, Optuna, DDP."""
 
 import csv
+import json
 import sqlite3
+import statistics
+from importlib.metadata import requires, version
 from pathlib import Path
 
 import pytest
 from helpers import ROOT, run_dirs, summary, train
 from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
+from dlops.cli import main
 from dlops.lifecycle.argv import config_flags, swept_keys
 from dlops.lifecycle.ddp import RANK_VARIABLES, is_rank_zero
+from dlops.lifecycle.optuna_trial import ENV, TrialRef, current_trial
 from dlops.lifecycle.resolvers import register_resolvers
 from dlops.lifecycle.sweep import SweepSummary, write_sweep_summary
 from dlops.rundir.summary import write as write_summary
+from hydra_plugins.dlops_optuna_sweeper import search_space as space_parser
 
 # one batch per stage: the whole pipeline (fit, checkpoints, test, summary) in seconds
 FAST = ["debug=fast"]
@@ -131,6 +139,38 @@ def test_readme_slurm_command_composes():
     assert cfg.hydra.callbacks.sweep_summary._target_ == "dlops.lifecycle.sweep.SweepSummary"
 
 
+def test_search_space_reads_hydra_sweep_syntax_and_a_plain_value_fixes_a_key():
+    space, fixed = space_parser.search_space([
+        "lr=tag(log, interval(0.0001, 0.03))", "sizes=choice([64], [128,64])", "batch=choice(32, 64)",
+        "n=int(interval(1, 8))", "k=range(1, 7, 2)", "drop=interval(0, 0.5)", "batch=64", "model=cnn"])
+    assert space == {"lr": FloatDistribution(0.0001, 0.03, log=True),
+                     "sizes": CategoricalDistribution(["[64]", "[128,64]"]),
+                     "n": IntDistribution(1, 8), "k": IntDistribution(1, 5, step=2),
+                     "drop": FloatDistribution(0.0, 0.5)}
+    assert fixed == ["batch=64", "model=cnn"]  # the later plain value wins over the choice
+    assert space_parser.trial_overrides({"sizes": "[128,64]", "flag": True, "x": None}, fixed) == [
+        "sizes=[128,64]", "flag=true", "x=null", "batch=64", "model=cnn"]
+    # looked up when raised: Hydra's plugin scan re-executes the module, making a new class
+    with pytest.raises(space_parser.SearchSpaceError, match=r"model=glob\(\*\) cannot be searched"):
+        space_parser.search_space(["model=glob(*)"])
+
+
+def test_trial_reaches_its_job_through_one_quoted_env_override(monkeypatch):
+    ref = TrialRef("sqlite:////tmp/it's here/optuna.db", "study", 3, {"_target_": "optuna.pruners.NopPruner"})
+    [override] = OverridesParser.create().parse_overrides([ref.env_override()])
+    assert override.key_or_group == f"hydra.job.env_set.{ENV}"
+    monkeypatch.setenv(ENV, override.value())
+    assert current_trial() == ref
+    monkeypatch.delenv(ENV)
+    assert current_trial() is None
+
+
+def test_installed_optuna_is_current_and_sqlalchemy_is_2_beside_mlflow():
+    major = {name: int(version(name).split(".")[0]) for name in ("optuna", "sqlalchemy", "mlflow")}
+    assert major["optuna"] >= 4 and major["sqlalchemy"] >= 2 and major["mlflow"] >= 2, major
+    assert not any(name.startswith("hydra-optuna-sweeper") for name in requires("dlops"))
+
+
 # --- slow: real sweeps through train.py
 
 
@@ -193,11 +233,14 @@ def test_optuna_study_continues_in_the_same_sweep_dir(tmp_path):
     study = ["-m", "hparams_search=mnist_optuna", "hydra.sweep.dir=multirun/study", *FAST]
     train(tmp_path, *study, "hydra.sweeper.n_trials=4")
     first = OmegaConf.load(tmp_path / "multirun/study/best.json")
-    train(tmp_path, *study, "hydra.sweeper.n_trials=2")
+    train(tmp_path, *study, "hydra.sweeper.n_trials=2", "hydra.sweeper.pruner=null")
     sweep = tmp_path / "multirun/study"
     with sqlite3.connect(sweep / "optuna.db") as db:
         trials = db.execute("SELECT number, state FROM trials ORDER BY number").fetchall()
+        reported = db.execute("SELECT t.number FROM trials t JOIN trial_intermediate_values v "
+                              "USING (trial_id) ORDER BY t.number").fetchall()
     assert trials == [(n, "COMPLETE") for n in range(6)]
+    assert reported == [(n,) for n in range(4)]  # with pruner=null, trials report nothing
     jobs = run_dirs(tmp_path, "multirun")
     assert [d.name for d in jobs] == [str(n) for n in range(6)]  # trial N runs in <sweep>/N
     assert len({tuple(summary(d)["overrides"]) for d in jobs}) == 6
@@ -219,6 +262,60 @@ def test_failed_optuna_trial_fails_in_the_study(tmp_path):
     with sqlite3.connect(tmp_path / "study/optuna.db") as db:
         assert db.execute("SELECT state FROM trials").fetchall() == [("FAIL",)]
     assert summary(tmp_path / "study/0")["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_unpromising_trial_is_pruned_in_its_summary_the_sweep_summary_and_the_study(tmp_path):
+    # every searched key fixed, so the trials differ only in lr: trial 0 learns, trial 1 (lr 1e-7)
+    # still has its initial loss after epoch 1, worse than trial 0's at that epoch
+    study = ["-m", "hparams_search=mnist_optuna", "hydra.sweep.dir=study", "hydra.sweeper.n_trials=1",
+             "model.net.hidden_sizes=[64]", "datamodule.batch_size=128", *FAST, "trainer.max_epochs=3",
+             "trainer.limit_train_batches=5", "hydra.sweeper.pruner.n_startup_trials=1",
+             "hydra.sweeper.pruner.n_warmup_steps=0"]
+    train(tmp_path, *study, "model.optimizer.lr=0.01")
+    result = train(tmp_path, *study, "model.optimizer.lr=1e-7")  # exit 0: pruning is not failing
+    sweep = tmp_path / "study"
+    assert_complete(sweep / "0")
+    pruned = summary(sweep / "1")
+    assert pruned["status"] == "pruned" and pruned["epochs_completed"] == 1
+    assert pruned["error"]["message"].startswith("pruned by Optuna's MedianPruner after epoch 1")
+    assert [r["status"] for r in sweep_rows(sweep)] == ["completed", "pruned"]
+    assert float(sweep_rows(sweep)[1]["best"]) == pytest.approx(pruned["best_metric"])
+    with sqlite3.connect(sweep / "optuna.db") as db:
+        assert db.execute("SELECT number, state FROM trials ORDER BY number").fetchall() == [
+            (0, "COMPLETE"), (1, "PRUNED")]
+        reported = db.execute("SELECT t.number, v.step, v.intermediate_value FROM trials t JOIN "
+                              "trial_intermediate_values v USING (trial_id) ORDER BY t.number, v.step"
+                              ).fetchall()
+    assert [(n, s) for n, s, _ in reported] == [(0, 0), (0, 1), (0, 2), (1, 0)]  # each epoch's val_loss
+    assert reported[-1][2] == pytest.approx(pruned["last_metrics"]["val_loss"])
+    assert OmegaConf.load(sweep / "best.json").job == 0 and "trial 1: PRUNED" in result.stdout
+
+
+@pytest.mark.slow
+def test_parallel_optuna_trials_report_to_one_study(tmp_path):
+    train(tmp_path, "-m", "hparams_search=mnist_optuna", "hydra.sweep.dir=study", "hydra/launcher=joblib",
+          "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=4", *FAST,
+          "trainer.max_epochs=2", "hydra.sweeper.pruner.n_startup_trials=4")
+    jobs = run_dirs(tmp_path, "study")
+    assert [d.name for d in jobs] == ["0", "1", "2", "3"] and len({summary(d)["pid"] for d in jobs}) == 2
+    with sqlite3.connect(tmp_path / "study/optuna.db") as db:
+        assert db.execute("SELECT state FROM trials").fetchall() == [("COMPLETE",)] * 4
+        assert db.execute("SELECT COUNT(*) FROM trial_intermediate_values").fetchone() == (8,)
+
+
+@pytest.mark.slow
+def test_three_fold_sweep_reports_n_3_with_mean_and_std(tmp_path, capsys):
+    train(tmp_path, "-m", "hydra.sweep.dir=cv", "datamodule.folds=3", "datamodule.fold=0,1,2", *FAST)
+    best = [summary(tmp_path / f"cv/{n}")["best_metric"] for n in range(3)]
+    assert main(["report", str(tmp_path / "cv"), "--group-by", "datamodule.folds", "--format", "json"]) == 0
+    [group] = json.loads(capsys.readouterr().out)["groups"]
+    assert group["datamodule.folds"] == "3" and group["n"] == 3 and group["statuses"] == "3 completed"
+    assert group["best_val_loss_mean"] == pytest.approx(statistics.fmean(best))
+    assert group["best_val_loss_std"] == pytest.approx(statistics.stdev(best))
+    assert main(["report", str(tmp_path / "cv"), "--group-by", "datamodule.folds"]) == 0
+    [row] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("│")]
+    assert " 3 " in row and " ± " in row
 
 
 def assert_one_ddp_run(run_dir: Path, epochs: int) -> None:

@@ -97,6 +97,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
 
     from dlops.build import build_datamodule, build_model
     from dlops.callbacks.progress import MonitorCheck, SummaryProgress
+    from dlops.callbacks.pruning import pruning_callbacks
     from dlops.callbacks.resumable import Resumable
     from dlops.lifecycle.checkpoints import AtomicCheckpointIO
     from dlops.overhead import skip_gpu_probes, trainer_speedups
@@ -119,6 +120,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
     # last.ckpt first, then summary.json: the summary's progress never runs ahead of the checkpoint
     callbacks.append(Resumable(run_dir / "checkpoints", cfg.get("checkpoint_every_n_steps")))
     callbacks.append(SummaryProgress(str(run_dir), summary))
+    callbacks += pruning_callbacks(cfg)  # a trial of dlops' Optuna sweeper: after SummaryProgress
     callbacks, speedups = trainer_speedups(cfg.trainer, callbacks)
     status, objective = "failed", None
     try:

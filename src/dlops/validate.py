@@ -14,6 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from dlops.data.folds import fold_problems
 from dlops.errors import ConfigError
 
 _ABSENT = object()
@@ -157,6 +158,8 @@ def _cross_key_problems(cfg: DictConfig) -> list[str]:
     if all(_is_number(f) for f in fractions) and sum(fractions) >= 1:
         problems.append("datamodule.val_fraction + datamodule.test_fraction must be below 1, "
                         f"got {sum(fractions):g}")
+    if "folds" in data:
+        problems += fold_problems(data.get("folds"), data.get("fold"))
     trainer = cfg.get("trainer") or {}
     epochs = (trainer.get("min_epochs"), trainer.get("max_epochs"))
     if all(_is_int(e) for e in epochs) and epochs[1] != -1 and epochs[0] > epochs[1]:

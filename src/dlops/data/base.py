@@ -7,6 +7,7 @@ import pytorch_lightning as pl
 import torch
 
 from dlops.data.batches import TensorBatches
+from dlops.data.folds import check_folds, fold_split
 from dlops.errors import ConfigError
 
 
@@ -38,10 +39,17 @@ def _batches_trained(trainer: pl.Trainer | None) -> int:
 
 
 class InMemoryDataModule(pl.LightningDataModule):
-    """Base class: subclasses implement `load()` returning the train, val and test splits."""
+    """Base class: subclasses implement `load()` returning the train, val and test splits.
 
-    def __init__(self, batch_size: int = 32, seed: int = 0, balance: str | None = None) -> None:
+    With `folds=K, fold=i`, train and val become fold i of a K-fold split of train + val
+    (`dlops.data.folds`), drawn from `split_seed`.
+    """
+
+    def __init__(self, batch_size: int = 32, seed: int = 0, balance: str | None = None,
+                 folds: int | None = None, fold: int | None = None, split_seed: int = 1234) -> None:
         super().__init__()
+        check_folds(folds, fold)
+        self.folds, self.fold, self.split_seed = folds, fold, split_seed
         self.batch_size = batch_size
         self.seed = seed  # the run's seed: shuffles the training batches each epoch
         if balance not in (None, "weight", "undersample"):
@@ -59,6 +67,8 @@ class InMemoryDataModule(pl.LightningDataModule):
         if self.splits:
             return
         train, val, test = self.load()
+        if self.folds is not None:
+            train, val = fold_split(train, val, test, self.folds, self.fold, self.split_seed)
         if self.balance == "undersample":
             train, val, test = train.undersampled(), val.undersampled(), test.undersampled()
         for name, split in (("train", train), ("val", val), ("test", test)):

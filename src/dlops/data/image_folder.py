@@ -58,8 +58,11 @@ class ImageFolderDataModule(InMemoryDataModule):
         balance: str | None = None,
         batch_size: int = 32,
         seed: int = 0,
+        folds: int | None = None,
+        fold: int | None = None,
+        split_seed: int = 1234,
     ) -> None:
-        super().__init__(batch_size, seed, balance)
+        super().__init__(batch_size, seed, balance, folds, fold, split_seed)
         if color_mode not in ("L", "RGB"):
             raise ConfigError(f"datamodule.color_mode must be 'L' or 'RGB', got {color_mode!r}.")
         self.root, self.color_mode, self.image_size = Path(root), color_mode, image_size

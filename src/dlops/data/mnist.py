@@ -90,8 +90,10 @@ class MNISTDataModule(InMemoryDataModule):
         split_seed: int = 1234,
         batch_size: int = 32,
         seed: int = 0,
+        folds: int | None = None,
+        fold: int | None = None,
     ) -> None:
-        super().__init__(batch_size, seed, balance)
+        super().__init__(batch_size, seed, balance, folds, fold, split_seed)
         if source not in ("bundled", "torchvision"):
             raise ConfigError(
                 f"datamodule.source must be 'bundled' or 'torchvision', got {source!r}."
@@ -103,7 +105,6 @@ class MNISTDataModule(InMemoryDataModule):
         self.source, self.data_dir, self.download = source, data_dir, download
         self.positive_digit = positive_digit
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
-        self.split_seed = split_seed
         if positive_digit is None:
             self.class_names = [str(d) for d in range(10)]
         else:

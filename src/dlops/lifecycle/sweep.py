@@ -98,7 +98,8 @@ def print_sweep_summary(rows: list[dict[str, Any]], sweep_dir: Path) -> None:
         table.add_column(title, overflow="fold")
     for r in rows:
         table.add_row(*(_cell(r, c) for c in shown),
-                      style=None if r["status"] == "completed" else "red")
+                      style=None if r["status"] == "completed" else "yellow" if r["status"] == "pruned"
+                      else "red")
     console = Console()
     console.print(table)
     best = best_row(rows)
@@ -135,7 +136,7 @@ class SweepSummary(Callback):
         launched = [r for r in rows if (name := Path(r["run_dir"]).name) not in self.earlier
                     or _summary_text(Path(r["run_dir"])) != self.earlier[name]
                     or r["status"] == "refused"]
-        failed = [r for r in launched if r["status"] != "completed"]
+        failed = [r for r in launched if r["status"] not in ("completed", "pruned")]  # pruned: by design
         if failed:
             names = "; ".join(f"job {r['job']} ({_cell(r, 'overrides')}): {r['status']}"
                               + (f": {r['error']}" if r["error"] else "") for r in failed)

@@ -14,6 +14,7 @@ from dlops.readers.discover import Run
 from dlops.readers.report import Report, Table
 
 STATUS_STYLES = {"completed": "green", "failed": "red", "diverged": "red", "killed": "yellow",
+                 "pruned": "yellow",
                  "interrupted": "yellow", "running": "cyan", "unknown": "dim"}
 
 

@@ -1,80 +1,8 @@
-"""Hydra's Optuna sweeper for dlops: a rerun continues the study, a failed job fails its trial.
+"""dlops' Hydra sweeper on Optuna's ask/tell API: `override /hydra/sweeper: dlops_optuna`.
 
-- Job numbers continue from the trials the study already has, so trial N runs in
-  `<sweep dir>/N` and a rerun in the same sweep dir adds run dirs instead of reusing the first
-  ones (Hydra's sweeper numbers jobs from 0 in every invocation). One sweep process per study
-  at a time; run trials in parallel with hydra.sweeper.n_jobs and a parallel launcher.
-- A job that failed returns NaN (`dlops.pipeline.record_failure`); Optuna 2.10 refuses a NaN
-  objective and Hydra's sweeper then crashes, so NaN is handed over as "no value": the trial
-  is marked failed and the search goes on.
-- Optuna 2's database storage fails on SQLAlchemy 2 (a bare AssertionError deep inside);
-  that case stops at once with one message saying what to install.
-
-Hydra accepts sweepers only from the `hydra_plugins` package, hence this package.
+Hydra finds sweepers only under the `hydra_plugins` namespace, and imports every module here
+when it starts, so nothing here imports optuna at module level (it is imported when a sweep
+starts). `config.py` registers the sweeper's config with Hydra's ConfigStore; `sweeper.py` runs
+the study; `search_space.py` turns `choice(...)`, `interval(a, b)`, `tag(log, ...)` overrides
+into Optuna distributions.
 """
-
-import logging
-import math
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
-
-from hydra.core.utils import JobStatus
-from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
-
-log = logging.getLogger(__name__)
-
-
-class ContinuingOptunaSweeper(OptunaSweeper):
-    """`hydra.sweeper` for a study that a rerun of the same command continues."""
-
-    def sweep(self, arguments: list[str]) -> Any:
-        impl = self.sweeper
-        check_storage(impl.storage)
-        Path(str(impl.sweep_dir)).mkdir(parents=True, exist_ok=True)  # the study may live there
-        impl.job_idx = len(self.trials())
-        impl.launcher.launch = _nan_as_failure(impl.launcher.launch)
-        try:
-            return impl.sweep(arguments)
-        except ValueError:  # Optuna's "no trials are completed yet", asked for the best trial
-            if any(t.state.name == "COMPLETE" for t in self.trials()):
-                raise
-            log.error("no trial of study %s completed", impl.study_name)
-
-    def trials(self) -> list[Any]:
-        """The trials stored so far (none for a new study or one kept in memory)."""
-        import optuna
-
-        if self.sweeper.storage is None:
-            return []
-        try:
-            return optuna.load_study(study_name=self.sweeper.study_name,
-                                     storage=self.sweeper.storage).trials
-        except KeyError:  # a new study
-            return []
-
-
-def check_storage(storage: Any) -> None:
-    """Stop with one clear message where optuna 2's database storage cannot work."""
-    from importlib.metadata import version
-
-    def major(package: str) -> int:
-        return int(version(package).split(".")[0])
-
-    if isinstance(storage, str) and major("optuna") < 3 and major("sqlalchemy") >= 2:
-        raise SystemExit(
-            f"hparams_search: optuna {version('optuna')} cannot keep its study in {storage} with "
-            f"SQLAlchemy {version('sqlalchemy')}; install SQLAlchemy 1.4 (pip install -e . pins "
-            "'sqlalchemy<2' and 'alembic<1.14'), or set hydra.sweeper.storage=null for a study "
-            "kept in memory only.")
-
-
-def _nan_as_failure(launch: Callable[..., Any]) -> Callable[..., Any]:
-    def launch_jobs(*args: Any, **kwargs: Any) -> Any:
-        returns = launch(*args, **kwargs)
-        for ret in returns:
-            value = ret.return_value if ret.status == JobStatus.COMPLETED else None
-            if isinstance(value, float) and math.isnan(value):
-                ret.return_value = None
-        return returns
-    return launch_jobs
