@@ -189,4 +189,3 @@ def validation_probabilities(trainer: pl.Trainer, pl_module: pl.LightningModule
     if labels.ndim != 1 or len(labels) != len(probs) or labels.min() < 0 or labels.max() >= classes:
         return f"the labels are not class indices 0..{classes - 1} for the model's {classes} outputs"
     return probs, labels
-

@@ -228,5 +228,3 @@ def plan(cfg: DictConfig, run_dir: Path) -> Plan:
              f"{LAST_CHECKPOINT} (epoch {saved['epoch']}, step {saved['global_step']})" if resumed_from
              else f"the start: there is no {LAST_CHECKPOINT} yet")
     return Plan(cfg=new, summary=summary, checkpoint=str(checkpoint) if resumed_from else None)
-
-
