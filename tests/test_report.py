@@ -16,6 +16,7 @@ import pytest
 
 from dlops.cli import main
 from dlops.readers.discover import find_run_dirs, load_run
+from dlops.readers.report_sort import script_source
 from dlops.rundir.liveness import process_alive
 from dlops.rundir.summary import read as read_summary
 from dlops.rundir.summary import write as write_summary
@@ -247,7 +248,8 @@ def test_curves_and_html_are_self_contained_and_escaped(sweep: Path, tmp_path: P
     page = html_path.read_text()
     assert evil not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
     assert page.count("data:image/png;base64,") == 3  # two curves + one confusion matrix
-    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert "http://" not in page and "https://" not in page
+    assert page.count("<script") == 1 and f"script-src {script_source()}" in page  # the sorter only
     assert "bad &lt;lr&gt;" in page  # the failed run's error message, escaped
     assert "6 runs ranked by best_val_loss" in page and "grouped by model, name" in page
 

@@ -32,7 +32,7 @@ from dlops.errors import ConfigError, Interrupted
 from dlops.lifecycle import checkpoints, signals
 from dlops.lifecycle.resume import _resume_argv
 from dlops.models.classifier import Classifier
-from dlops.tracking.csv import CSVLogger
+from dlops.tracking.csv_logger import CSVLogger
 
 BATCH = "datamodule.batch_size=256"  # 15 training batches per epoch
 STEPS_PER_EPOCH = 15

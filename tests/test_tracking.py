@@ -110,9 +110,10 @@ def test_api_key_never_lands_in_the_run_dir(tmp_path):
           env=clean_env(WANDB_API_KEY=marker))
     [run_dir] = run_dirs(tmp_path)
     assert summary(run_dir)["wandb"]["offline"] is True  # key but no network: offline
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["outputs"]  # nothing written outside
-    files = [p for p in run_dir.rglob("*") if p.is_file()]
-    assert len(files) > 20
+    # nothing written outside the run dir but the shared MLflow store, which is searched too
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow", "outputs"]
+    files = [p for p in [*run_dir.rglob("*"), *(tmp_path / "mlflow").rglob("*")] if p.is_file()]
+    assert len(files) > 20 and tmp_path / "mlflow" / "mlflow.db" in files
     for path in files:
         assert marker.encode() not in path.read_bytes(), f"API key found in {path}"
 

@@ -138,7 +138,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
     from dlops.lifecycle.checkpoints import AtomicCheckpointIO
     from dlops.overhead import skip_gpu_probes, trainer_speedups
     from dlops.readers.curves import METRICS_CSV, plot_learning_curves
-    from dlops.tracking.loggers import finish, log_config
+    from dlops.tracking.loggers import finish, log_config, record_trackers
 
     skip_gpu_probes()
     quiet_lightning()
@@ -171,6 +171,9 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
 
             export_after_training(cfg, model, datamodule, run_dir, summary["best_checkpoint"])
         status = "completed"
+    except BaseException:
+        status = "interrupted" if signals.requested() else "failed"  # what the trackers' runs end as
+        raise
     finally:
         finish(loggers, status, objective)
     if (run_dir / METRICS_CSV).is_file() and is_rank_zero():
@@ -220,15 +223,6 @@ def _can_test(model: Any, datamodule: Any) -> bool:
     from pytorch_lightning.utilities.model_helpers import is_overridden
 
     return is_overridden("test_step", model) and is_overridden("test_dataloader", datamodule)
-
-
-def record_trackers(loggers: list, summary: dict[str, Any]) -> None:
-    """Note in the summary where the trackers write (and the W&B run id, to continue the run)."""
-    for logger in loggers:
-        kind = type(logger).__name__
-        if kind == "WandbLogger":
-            summary["wandb"] = {"id": logger.version, "offline": logger.experiment.offline}
-        summary.setdefault("loggers", []).append(kind)
 
 
 def start_summary(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:

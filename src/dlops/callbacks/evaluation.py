@@ -22,6 +22,7 @@ from torchmetrics.functional.classification import (
 )
 
 from dlops.errors import ConfigError
+from dlops.tracking.loggers import log_figures
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def write_files(result: dict[str, Any], folder: Path) -> dict[str, Any]:
 
 class EvaluationPlots(pl.Callback):
     """Writes `plots/` at every new best validation epoch and `plots/final/` when fitting ends,
-    and logs the same figures to TensorBoard and W&B when those loggers are active."""
+    and logs the same figures to every active tracker that takes figures (TensorBoard, W&B, MLflow)."""
 
     def __init__(self, output_dir: str, labels: list[str] | None = None, monitor: str = "val_loss",
                  mode: str = "min") -> None:
@@ -147,7 +148,7 @@ class EvaluationPlots(pl.Callback):
         result = {"epoch": trainer.current_epoch, self.monitor: self.best,
                   **evaluate(probs, labels, list(names))}
         figures = write_files(result, folder)
-        log_figures(trainer, figures, result, tag)
+        log_figures(trainer.loggers, figures, result, tag, trainer.global_step)
 
 
 def validation_probabilities(trainer: pl.Trainer, pl_module: pl.LightningModule
@@ -188,28 +189,3 @@ def validation_probabilities(trainer: pl.Trainer, pl_module: pl.LightningModule
     if labels.ndim != 1 or len(labels) != len(probs) or labels.min() < 0 or labels.max() >= classes:
         return f"the labels are not class indices 0..{classes - 1} for the model's {classes} outputs"
     return probs, labels
-
-
-def log_figures(trainer: pl.Trainer, figures: dict[str, Any], result: dict[str, Any], tag: str) -> None:
-    """Log the figures natively: TensorBoard images and W&B plots."""
-    for logger in trainer.loggers:
-        kind = type(logger).__name__
-        if kind == "TensorBoardLogger":
-            for name, figure in figures.items():
-                logger.experiment.add_figure(f"{tag}/{name}", figure, trainer.global_step, close=False)
-        elif kind == "WandbLogger":
-            import wandb
-
-            names, matrix = result["labels"], result["confusion_matrix"]
-            table = wandb.Table(columns=["true", "predicted", "count"],
-                                data=[[names[i], names[j], matrix[i][j]]
-                                      for i in range(len(names)) for j in range(len(names))])
-            roc = result["roc"]
-            logger.log_metrics({
-                f"{tag}/confusion_matrix": wandb.Image(figures["confusion_matrix"]),
-                f"{tag}/confusion_table": table,
-                f"{tag}/roc": wandb.plot.line_series(
-                    xs=[c["fpr"] for c in roc.values()], ys=[c["tpr"] for c in roc.values()],
-                    keys=list(roc), title="ROC", xname="false positive rate"),
-                **{f"{tag}/auc_{name}": auc for name, auc in result["auc"].items()},
-            }, step=trainer.global_step)

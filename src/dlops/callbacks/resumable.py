@@ -10,7 +10,7 @@ from pytorch_lightning.callbacks import Checkpoint
 from dlops.errors import Interrupted
 from dlops.lifecycle import signals
 from dlops.rundir import layout
-from dlops.tracking.csv import CSVLogger
+from dlops.tracking.loggers import checkpoint_state
 
 # Under DDP, asking every process whether one of them was told to stop is a collective (and, on
 # GPUs, a wait for the device): ~0.25 ms a batch with gloo on a CPU. It is asked every this
@@ -30,8 +30,9 @@ class Resumable(Checkpoint):
       checkpoint follows anyway.
     - At every epoch end, once the epoch's metrics are written (Lightning's ModelCheckpoint
       `save_last` writes it only in epochs that improved the monitored metric).
-    - In each checkpoint: the random number generator states and how many rows metrics.csv had,
-      so that a resumed run draws the same random numbers and appends exactly the missing rows.
+    - In each checkpoint: the random number generator states and what the trackers need (how
+      many rows metrics.csv had), so that a resumed run draws the same random numbers and appends
+      exactly the missing rows.
 
     A `Checkpoint` subclass, so Lightning runs it after the model's epoch-end hooks.
     """
@@ -68,10 +69,8 @@ class Resumable(Checkpoint):
         state: dict[str, Any] = {"torch_rng": torch.get_rng_state()}
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
-        csv = [logger for logger in trainer.loggers if isinstance(logger, CSVLogger)]
-        if csv and trainer.is_global_zero:
-            csv[0].save()  # everything logged so far is on disk before the checkpoint claims it
-            state["csv_rows"] = csv[0].rows
+        if trainer.is_global_zero:  # e.g. how many rows metrics.csv has
+            state.update(checkpoint_state(trainer.loggers))
         checkpoint["dlops"] = state
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,

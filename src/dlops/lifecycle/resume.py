@@ -29,6 +29,7 @@ from dlops.rundir import layout, liveness, lock
 from dlops.rundir import summary as run_summary
 from dlops.rundir.overrides import is_override
 from dlops.rundir.overrides import key as override_key
+from dlops.tracking.tracker import ResumePoint
 
 log = logging.getLogger(__name__)
 # the only overrides that resume accepts: they extend a run or change how it reports, not what it is
@@ -224,7 +225,7 @@ def plan(cfg: DictConfig, run_dir: Path) -> Plan:
     from dlops.validate import validate
 
     validate(new)
-    checkpoint, resumed_from, rows = run_dir / LAST_CHECKPOINT, None, 0
+    checkpoint, resumed_from, state = run_dir / LAST_CHECKPOINT, None, None
     warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     if checkpoint.exists():
         from dlops.lifecycle.checkpoints import check_model, read_checkpoint
@@ -234,23 +235,13 @@ def plan(cfg: DictConfig, run_dir: Path) -> Plan:
             check_model(saved, OmegaConf.to_container(new.model.net, resolve=True), checkpoint)
         resumed_from = {"checkpoint": str(LAST_CHECKPOINT), "epoch": saved["epoch"],
                         "global_step": saved["global_step"]}
-        rows = (saved.get("dlops") or {}).get("csv_rows")
-    _continue_trackers(new, rows, resumed_from["global_step"] if resumed_from else 0, old)
+        state = saved.get("dlops") or {}
+    from dlops.tracking.loggers import continue_trackers
+
+    continue_trackers(new, ResumePoint(resumed_from["global_step"] if resumed_from else 0, state, old))
     summary = run_summary.resumed(old, max_epochs=OmegaConf.select(new, "trainer.max_epochs"),
                                   overrides=overrides, resumed_from=resumed_from)
     log.info("resuming %s (attempt %d) from %s", run_dir, len(summary["attempts"]),
              f"{LAST_CHECKPOINT} (epoch {saved['epoch']}, step {saved['global_step']})" if resumed_from
              else f"the start: there is no {LAST_CHECKPOINT} yet")
     return Plan(cfg=new, summary=summary, checkpoint=str(checkpoint) if resumed_from else None)
-
-
-def _continue_trackers(cfg: DictConfig, csv_rows: int | None, step: int, old: dict[str, Any]) -> None:
-    """Point each tracker at where the checkpoint left off: the same files, the same W&B run."""
-    for logger in (cfg.get("logger") or {}).values():
-        target = str((logger or {}).get("_target_", ""))
-        if target == "dlops.tracking.csv.CSVLogger":
-            logger.keep_rows = csv_rows  # drop rows logged after the checkpoint
-        elif target.endswith("TensorBoardLogger"):
-            logger.purge_step = step  # TensorBoard hides events at or after this step
-        elif target == "dlops.tracking.wandb.wandb_logger" and (old.get("wandb") or {}).get("id"):
-            logger.id, logger.resume = old["wandb"]["id"], "allow"

@@ -1,4 +1,4 @@
-"""`dlops report --html`: one self-contained page (images inlined, every string escaped)."""
+"""`dlops report --html`: one self-contained page (images inlined, every string escaped, tables sortable)."""
 
 import base64
 from collections.abc import Mapping, Sequence
@@ -7,6 +7,7 @@ from html import escape
 from pathlib import Path
 
 from dlops.readers.report import Report, Table
+from dlops.readers.report_sort import script_source, script_tag
 from dlops.readers.report_text import display_rows, shared_text, short_path
 from dlops.rundir.safe_read import read_png
 
@@ -28,9 +29,10 @@ def render_html(report: Report, curves: Mapping[str, bytes], labels: Sequence[st
     """The report as one HTML page; `curves` maps metric -> PNG, `labels` name the runs."""
     parts = [
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>",
-        # nothing may be fetched or run: the page is complete on its own
+        # nothing may be fetched, and no script runs but the table sorter: the page is complete on its own
         "<meta http-equiv='Content-Security-Policy' "
-        "content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">",
+        "content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+        f"script-src {script_source()}\">",
         f"<title>dlops report</title><style>{STYLE}</style></head><body>",
         f"<h1>dlops report</h1><p>{len(report.runs)} runs, made "
         f"{escape(datetime.now().astimezone().isoformat(timespec='seconds'))}. "
@@ -40,6 +42,7 @@ def render_html(report: Report, curves: Mapping[str, bytes], labels: Sequence[st
         "<h2>Learning curves</h2>",
         *(_image(png, metric) for metric, png in curves.items()),
         _runs(report, labels),
+        script_tag(),
         "</body></html>\n",
     ]
     return "\n".join(parts)

@@ -1,8 +1,42 @@
-"""What dlops does with every active logger: log the config once, finish at the end."""
+"""What dlops does with every active logger: continue, start, log the config, figures, finish.
+
+Each step calls the logger's `Tracker` hook (see dlops.tracking.tracker); a logger that is not a
+`Tracker` gets the default behaviour.
+"""
 
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from dlops.tracking.tracker import LEGACY_TARGETS, ResumePoint, Tracker, tracker_class
+
+
+def continue_trackers(cfg: DictConfig, point: ResumePoint) -> None:
+    """Point each logger config of a resumed run at where the checkpoint left off."""
+    for node in (cfg.get("logger") or {}).values():
+        target = str((node or {}).get("_target_", ""))
+        if target in LEGACY_TARGETS:
+            node._target_ = LEGACY_TARGETS[target]
+        cls = tracker_class(target) if target else None
+        if cls is not None:
+            cls.continue_config(node, point)
+
+
+def checkpoint_state(loggers: list) -> dict[str, Any]:
+    """What every tracker stores in a checkpoint for a resume (see `Tracker.checkpoint_state`)."""
+    state: dict[str, Any] = {}
+    for logger in loggers:
+        if isinstance(logger, Tracker):
+            state.update(logger.checkpoint_state())
+    return state
+
+
+def record_trackers(loggers: list, summary: dict[str, Any]) -> None:
+    """Start every tracker's run and note in the summary which loggers write (and where)."""
+    for logger in loggers:
+        if isinstance(logger, Tracker):
+            logger.start(summary)
+        summary.setdefault("loggers", []).append(type(logger).__name__)
 
 
 def log_config(loggers: list, cfg: DictConfig, **extra: Any) -> None:
@@ -12,17 +46,18 @@ def log_config(loggers: list, cfg: DictConfig, **extra: Any) -> None:
         logger.log_hyperparams(params)
 
 
-def finish(loggers: list, status: str, best: float | None = None) -> None:
-    """Flush every logger; end W&B runs with the run's exit status so each job is its own run.
-
-    TensorBoard's HPARAMS tab gets `best` (the best monitored value) as its `hp_metric`.
-    """
+def log_figures(loggers: list, figures: dict[str, Any], result: dict[str, Any], tag: str,
+                step: int) -> None:
+    """Log the evaluation figures to every tracker that takes figures."""
     for logger in loggers:
-        if best is not None and type(logger).__name__ == "TensorBoardLogger":
-            logger.log_metrics({"hp_metric": best})
-        logger.finalize("success" if status == "completed" else "failed")
-    if any(type(logger).__name__ == "WandbLogger" for logger in loggers):
-        import wandb
+        if isinstance(logger, Tracker):
+            logger.log_figures(figures, result, tag, step)
 
-        if wandb.run is not None:
-            wandb.run.finish(exit_code=0 if status == "completed" else 1)
+
+def finish(loggers: list, status: str, best: float | None = None) -> None:
+    """End every logger's run with the run's outcome, so each run (each sweep job) is its own."""
+    for logger in loggers:
+        if isinstance(logger, Tracker):
+            logger.finish(status, best)
+        else:
+            logger.finalize("success" if status == "completed" else "failed")

@@ -15,6 +15,8 @@ from lightning_fabric.loggers.logger import rank_zero_experiment
 from pytorch_lightning.loggers import CSVLogger as LightningCSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
+from dlops.tracking.tracker import ResumePoint, Tracker
+
 
 def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     """The header and the rows of a metrics CSV (empty when the file does not exist)."""
@@ -60,7 +62,7 @@ class AppendingWriter(ExperimentWriter):
         super().save()
 
 
-class CSVLogger(LightningCSVLogger):
+class CSVLogger(LightningCSVLogger, Tracker):
     """`<save_dir>/<name>/metrics.csv`, one row per logging call, written at once.
 
     `keep_rows`: when resuming, the number of rows the checkpoint had seen; later rows (logged
@@ -71,6 +73,15 @@ class CSVLogger(LightningCSVLogger):
                  keep_rows: int | None = None) -> None:
         super().__init__(save_dir, name=name, version=version, prefix=prefix, flush_logs_every_n_steps=1)
         self.keep_rows = keep_rows
+
+    @classmethod
+    def continue_config(cls, node: Any, point: ResumePoint) -> None:
+        # drop rows logged after the checkpoint (all of them when starting over without one)
+        node.keep_rows = 0 if point.state is None else point.state.get("csv_rows")
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        self.save()  # everything logged so far is on disk before the checkpoint claims it
+        return {"csv_rows": self.rows}
 
     @property
     @rank_zero_experiment

@@ -1,0 +1,162 @@
+"""MLflow on a local SQLite store that every run shares: no server, no network.
+
+Lightning's MLFlowLogger, plus what dlops needs: the store and experiment made once under a file
+lock (sweep jobs start together), tags that say where the run lives, the `.hydra/` config files as
+artifacts, figures, the run's outcome as its status, and a resume that continues the same MLflow
+run without logging a step twice.
+"""
+
+import fcntl
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from lightning_fabric.utilities.logger import _convert_params, _flatten_dict
+from pytorch_lightning.loggers import MLFlowLogger as LightningMLFlowLogger
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+from dlops.errors import ConfigError
+from dlops.tracking.tracker import ResumePoint, Tracker, sweep_dir
+
+SQLITE = "sqlite:///"
+# a run's outcome (dlops status) -> MLflow run status
+RUN_STATUS = {"completed": "FINISHED", "interrupted": "KILLED"}  # anything else: FAILED
+
+
+def sqlite_file(tracking_uri: str) -> Path | None:
+    """The database file of a `sqlite:///PATH` tracking URI (None for any other store)."""
+    return Path(tracking_uri[len(SQLITE):]) if tracking_uri.startswith(SQLITE) else None
+
+
+@contextmanager
+def store_lock(tracking_uri: str) -> Iterator[None]:
+    """Hold an exclusive lock beside a SQLite store. Two sweep jobs that open a new store at once
+    would both create its tables, and one would fail."""
+    db = sqlite_file(tracking_uri)
+    if db is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def open_experiment(tracking_uri: str, name: str, artifact_location: str | None) -> str:
+    """The id of experiment `name` in the store, made (with the store) if new."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    with store_lock(tracking_uri):
+        try:
+            client = MlflowClient(tracking_uri)
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                return client.create_experiment(name, artifact_location=artifact_location)
+        except (MlflowException, SQLAlchemyError) as exc:  # e.g. a file that is not a database
+            reason = str(getattr(exc, "message", exc)).splitlines()[0]
+            raise ConfigError(f"cannot use the MLflow store {tracking_uri}: {reason}. Give another "
+                              "logger.mlflow.tracking_uri.") from None
+    if found.lifecycle_stage == "deleted":  # MLflow keeps the name taken until it is purged
+        raise ConfigError(f"the MLflow experiment '{name}' in {tracking_uri} was deleted; restore it "
+                          f"(mlflow experiments restore --experiment-id {found.experiment_id}) or "
+                          "choose another logger.mlflow.experiment_name.")
+    return found.experiment_id
+
+
+class MLFlowLogger(LightningMLFlowLogger, Tracker):
+    """One MLflow run per dlops run, in experiment `experiment_name` of the store at `tracking_uri`.
+
+    `artifact_location`: where new experiments keep artifacts; None = `artifacts/` beside a
+    SQLite database. `log_checkpoints`: upload the best checkpoint(s) at the end. `run_id`: an
+    existing run to continue (set by resume=).
+    """
+
+    def __init__(self, tracking_uri: str, experiment_name: str = "dlops", run_name: str | None = None,
+                 tags: list[str] | Mapping[str, Any] | None = None, artifact_location: str | None = None,
+                 log_checkpoints: bool = False, run_id: str | None = None) -> None:
+        db = sqlite_file(tracking_uri)
+        if artifact_location is None and db is not None:
+            artifact_location = str(db.resolve().parent / "artifacts")
+        if rank_zero_only.rank == 0:
+            open_experiment(tracking_uri, experiment_name, artifact_location)
+        if tags is not None and not isinstance(tags, Mapping):
+            tags = {str(tag): "" for tag in tags}  # dlops tags are names; MLflow's have values
+        super().__init__(experiment_name=experiment_name, run_name=run_name, tracking_uri=tracking_uri,
+                         tags=dict(tags or {}), log_model=log_checkpoints,
+                         artifact_location=artifact_location, run_id=run_id)
+        self.resumed = run_id is not None
+        self._earlier: tuple[set[tuple[str, int]], set[str]] | None = None
+
+    @classmethod
+    def continue_config(cls, node: Any, point: ResumePoint) -> None:
+        run_id = (point.summary.get("mlflow") or {}).get("run_id")
+        if run_id:
+            node.run_id = run_id  # the same MLflow run
+
+    def earlier(self) -> tuple[set[tuple[str, int]], set[str]]:
+        """What earlier attempts of a resumed run logged: (metric, step) pairs and param keys."""
+        if self._earlier is None:
+            client, run_id = self.experiment, self.run_id
+            run = client.get_run(run_id)
+            steps = {(m.key, m.step) for key in run.data.metrics
+                     for m in client.get_metric_history(run_id, key)}
+            self._earlier = steps, set(run.data.params)
+        return self._earlier
+
+    @rank_zero_only
+    def start(self, summary: dict[str, Any]) -> None:
+        client, run_id = self.experiment, self.run_id
+        if self.resumed:
+            client.update_run(run_id, status="RUNNING")
+        tags = {"dlops.run_dir": summary["run_dir"], "dlops.overrides": " ".join(summary["overrides"]),
+                "dlops.attempts": str(len(summary.get("attempts") or [summary]))}
+        git = summary.get("git")  # of the working dir; MLflow tags train.py's as mlflow.source.git.commit
+        if git:
+            tags["dlops.git_commit"] = git["commit"] + ("-dirty" if git["dirty"] else "")
+        if sweep_dir():
+            tags["dlops.sweep"] = str(Path(sweep_dir()).resolve())  # a sweep's jobs share it
+        for key, value in tags.items():
+            client.set_tag(run_id, key, value)
+        config_dir = Path(summary["run_dir"]) / ".hydra"
+        if config_dir.is_dir():
+            client.log_artifacts(run_id, str(config_dir), "hydra")
+        summary["mlflow"] = {"tracking_uri": self._tracking_uri, "run_id": run_id,
+                             "experiment_id": self.experiment_id}
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any) -> None:
+        params = _flatten_dict(_convert_params(params))
+        if self.resumed:  # MLflow refuses to change a param: a resumed run keeps its first values
+            params = {k: v for k, v in params.items() if k not in self.earlier()[1]}
+        super().log_hyperparams(params)
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        # MLflow cannot delete a point: the steps an earlier attempt logged after its last
+        # checkpoint are kept, and the resumed attempt does not log them a second time
+        if self.resumed:
+            metrics = {k: v for k, v in metrics.items() if (k, step or 0) not in self.earlier()[0]}
+        if metrics:
+            super().log_metrics(metrics, step)
+
+    @rank_zero_only
+    def log_figures(self, figures: dict[str, Any], result: dict[str, Any], tag: str, step: int) -> None:
+        for name, figure in figures.items():
+            self.experiment.log_figure(self.run_id, figure, f"plots/{tag}/{name}.png")
+
+    def finalize(self, status: str = "success") -> None:
+        pass  # Lightning calls this after fit and again after test; `finish` ends the run once
+
+    @rank_zero_only
+    def finish(self, status: str, best: float | None) -> None:
+        if not self._initialized:
+            return  # the run never started
+        if self._checkpoint_callback is not None:  # log_checkpoints: the best checkpoint(s)
+            self._scan_and_log_checkpoints(self._checkpoint_callback)
+        self.experiment.set_terminated(self.run_id, RUN_STATUS.get(status, "FAILED"))

@@ -1,0 +1,174 @@
+"""`logger=mlflow` for real: the shared SQLite store read back with MlflowClient."""
+
+import csv
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from helpers import QUICK, ROOT, finish, run_dirs, start, summary, train, wait_for
+from mlflow import MlflowClient
+
+from dlops.errors import ConfigError
+from dlops.tracking.mlflow_logger import MLFlowLogger
+
+MLFLOW = "logger=[csv,mlflow]"
+BATCH = "datamodule.batch_size=256"  # 15 training batches per epoch
+
+
+def code_commit() -> str | None:
+    """The commit of this checkout (None outside git)."""
+    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def csv_history(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every metric of csv/metrics.csv as (step, value) points, sorted."""
+    history: dict[str, list[tuple[int, float]]] = {}
+    with open(run_dir / "csv" / "metrics.csv") as file:
+        for row in csv.DictReader(file):
+            for key, value in row.items():
+                if key != "step" and value:
+                    history.setdefault(key, []).append((int(row["step"]), float(value)))
+    return {key: sorted(points) for key, points in history.items()}
+
+
+def mlflow_history(client: MlflowClient, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    return {key: sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+            for key in client.get_run(run_id).data.metrics}
+
+
+def assert_same_history(client: MlflowClient, run_id: str, run_dir: Path) -> None:
+    expected, logged = csv_history(run_dir), mlflow_history(client, run_id)
+    assert sorted(logged) == sorted(expected)
+    for key, points in expected.items():
+        assert [s for s, _ in logged[key]] == [s for s, _ in points], key
+        assert [v for _, v in logged[key]] == pytest.approx([v for _, v in points]), key
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    """A new SQLite store for this module's in-process tests (making its tables takes seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('store')}/mlflow.db"
+
+
+def test_resumed_logger_logs_no_step_twice_and_keeps_its_params(store, tmp_path):
+    uri = store
+    first = MLFlowLogger(uri, experiment_name="e")
+    first.log_hyperparams({"trainer": {"max_epochs": 2}, "resume": None})
+    for step in range(4):
+        first.log_metrics({"val_loss": 1.0 / (step + 1)}, step=step)
+    first.finish("interrupted", None)
+    client = MlflowClient(uri)
+    assert client.get_run(first.run_id).info.status == "KILLED"
+
+    again = MLFlowLogger(uri, experiment_name="e", run_id=first.run_id)
+    again.start({"run_dir": str(tmp_path), "overrides": ["resume=x"], "attempts": [{}, {}]})
+    assert client.get_run(first.run_id).info.status == "RUNNING"
+    again.log_hyperparams({"trainer": {"max_epochs": 5}, "resume": "x"})  # MLflow refuses changes
+    for step in range(2, 6):  # steps 2 and 3 were logged by the first attempt, after its checkpoint
+        again.log_metrics({"val_loss": 10.0 + step}, step=step)
+    again.finish("completed", None)
+    run = client.get_run(first.run_id)
+    assert run.info.status == "FINISHED" and run.data.params["trainer/max_epochs"] == "2"
+    assert mlflow_history(client, first.run_id)["val_loss"] == [
+        (0, 1.0), (1, 0.5), (2, pytest.approx(1 / 3)), (3, 0.25), (4, 14.0), (5, 15.0)]
+    assert run.data.tags["dlops.attempts"] == "2"
+
+
+def test_deleted_experiment_or_a_store_that_is_not_one_gets_one_message(store, tmp_path):
+    uri = store
+    client = MlflowClient(uri)
+    client.delete_experiment(client.create_experiment("gone"))
+    with pytest.raises(ConfigError, match="experiment 'gone' in .* was deleted; restore it"):
+        MLFlowLogger(uri, experiment_name="gone")
+    (tmp_path / "notes.db").write_text("not a database")
+    with pytest.raises(ConfigError, match="cannot use the MLflow store .*notes.db"):
+        MLFlowLogger(f"sqlite:///{tmp_path}/notes.db")
+    assert (tmp_path / "notes.db").read_text() == "not a database"  # left as it was
+
+
+@pytest.mark.slow
+def test_mlflow_run_holds_config_tags_artifacts_and_the_history_of_metrics_csv(tmp_path):
+    train(tmp_path, MLFLOW, *QUICK, "tags=[mnist]", "logger.mlflow.log_checkpoints=true")
+    [run_dir] = run_dirs(tmp_path)
+    info = summary(run_dir)
+    store = info["mlflow"]
+    assert store["tracking_uri"] == f"sqlite:///{tmp_path}/mlflow/mlflow.db"
+    assert info["loggers"] == ["CSVLogger", "MLFlowLogger"]
+    client = MlflowClient(store["tracking_uri"])
+    run = client.get_run(store["run_id"])
+    assert run.info.status == "FINISHED" and run.info.experiment_id == store["experiment_id"]
+    params, tags = run.data.params, run.data.tags
+    assert params["datamodule/batch_size"] == "128" and params["trainer/max_epochs"] == "2"
+    assert params["parameters"] == str(info["parameters"])
+    assert tags["dlops.run_dir"] == str(run_dir) and "mnist" in tags
+    assert tags["dlops.overrides"] == " ".join(info["overrides"])
+    assert tags.get("mlflow.source.git.commit") == code_commit()  # MLflow's: train.py's repository
+    assert_same_history(client, store["run_id"], run_dir)
+    # the config file as an artifact, and the best checkpoint (asked for)
+    config = Path(client.download_artifacts(store["run_id"], "hydra/config.yaml", str(tmp_path)))
+    assert config.read_text() == (run_dir / ".hydra" / "config.yaml").read_text()
+    best = Path(info["best_checkpoint"]).stem
+    assert [a.path for a in client.list_artifacts(store["run_id"], best)] == [
+        f"{best}/aliases.txt", f"{best}/{best}.ckpt", f"{best}/metadata.yaml"]
+
+
+@pytest.mark.slow
+def test_interrupted_run_is_killed_and_resume_continues_it_without_duplicate_steps(tmp_path):
+    process = start(tmp_path, MLFLOW, "trainer.max_epochs=3", BATCH)
+    run_dir = wait_for(tmp_path, "outputs/*/*/summary.json", lambda s: s["epochs_completed"] >= 1, process)
+    process.send_signal(signal.SIGTERM)
+    output = finish(process)
+    assert process.returncode == 143, output[-3000:]
+    store = summary(run_dir)["mlflow"]
+    client = MlflowClient(store["tracking_uri"])
+    assert client.get_run(store["run_id"]).info.status == "KILLED"
+
+    train(tmp_path, f"resume={run_dir}")
+    info = summary(run_dir)
+    assert info["status"] == "completed" and info["mlflow"] == store  # the same MLflow run
+    assert len(client.search_runs([store["experiment_id"]])) == 1
+    run = client.get_run(store["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["dlops.attempts"] == "2"
+    for key in ("val_loss", "train_loss", "test_loss"):
+        steps = [m.step for m in client.get_metric_history(store["run_id"], key)]
+        assert len(steps) == len(set(steps)), key
+    assert len(client.get_metric_history(store["run_id"], "val_loss")) == 3
+    assert_same_history(client, store["run_id"], run_dir)
+
+
+@pytest.mark.slow
+def test_two_worker_joblib_sweep_gives_two_runs_and_a_failed_job_a_failed_run(tmp_path):
+    result = train(tmp_path, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", MLFLOW,
+                   "callbacks=[default,evaluation]", "callbacks.evaluation.labels=null,[a,b,c]",
+                   "trainer.max_epochs=1", "datamodule.batch_size=256", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "database is locked" not in output  # job 1 fails, as asked
+    jobs = run_dirs(tmp_path, "multirun")
+    infos = [summary(job) for job in jobs]
+    assert [i["status"] for i in infos] == ["completed", "failed"]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow/mlflow.db")
+    runs = client.search_runs([infos[0]["mlflow"]["experiment_id"]])
+    by_id = {r.info.run_id: r for r in runs}
+    assert len(runs) == 2 and set(by_id) == {i["mlflow"]["run_id"] for i in infos}
+    statuses = [by_id[i["mlflow"]["run_id"]].info.status for i in infos]
+    assert statuses == ["FINISHED", "FAILED"]
+    assert len({r.data.tags["dlops.sweep"] for r in runs}) == 1  # the sweep's jobs share a tag
+    done = infos[0]["mlflow"]["run_id"]
+    assert {a.path for a in client.list_artifacts(done)} == {"hydra", "plots"}  # no checkpoints
+    assert "plots/val_best/confusion_matrix.png" in {
+        a.path for a in client.list_artifacts(done, "plots/val_best")}
+
+
+@pytest.mark.slow
+def test_store_that_is_not_a_database_stops_the_run_with_one_message(tmp_path):
+    (tmp_path / "notes.db").write_text("not a database")
+    result = train(tmp_path, "logger=mlflow", f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/notes.db",
+                   *QUICK, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output
+    assert f"cannot use the MLflow store sqlite:///{tmp_path}/notes.db" in output
+    assert "Give another logger.mlflow.tracking_uri" in output
+    assert summary(run_dirs(tmp_path)[0])["status"] == "failed"
+    assert (tmp_path / "notes.db").read_text() == "not a database"
