@@ -2,17 +2,25 @@
 runs in the background, and read back what they wrote."""
 
 import csv
+import gzip
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
+
+from dlops.cli import main
+from dlops.data.mnist import MNISTDataModule, load_bundled
+from dlops.rundir.summary import write as write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "train.py"
@@ -24,6 +32,8 @@ def clean_env(**extra: str) -> dict[str, str]:
     """The environment for a child run: no GPU, no tracker credentials, our code first."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("WANDB_", "HYDRA_")) and k != "CUDA_VISIBLE_DEVICES"}
+    # one thread a run: tests run side by side (pytest -n), and small models train faster so
+    env.setdefault("OMP_NUM_THREADS", "1")
     env.update(CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT / "src"), **extra)
     return env
 
@@ -106,3 +116,98 @@ def wait_for(cwd: Path, pattern: str, ready, process: subprocess.Popen, timeout:
 
 def state_dict(path: Path) -> dict:
     return torch.load(path, weights_only=True)["state_dict"]
+
+
+COLUMNS = ["epoch", "step", "test_acc", "test_auroc", "test_loss", "train_acc", "train_loss",
+           "val_acc", "val_auroc", "val_loss"]
+
+
+def write_run(run_dir: Path, overrides: list[str], val_loss: list[float], status: str = "completed",
+              summary: bool = True, **fields) -> Path:
+    """A run dir as dlops writes it: .hydra/, csv/metrics.csv (Lightning CSVLogger rows) and
+    summary.json; `fields` replace summary keys."""
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (run_dir / ".hydra" / "config.yaml").write_text(
+        "monitor: val_loss\nmode: min\ntrainer:\n  max_epochs: 3\n")
+    done = status == "completed"
+    test = {"test_loss": val_loss[-1] + 0.01, "test_acc": 1 - val_loss[-1],
+            "test_auroc": 0.99} if done else {}
+    rows = []
+    for epoch, loss in enumerate(val_loss):
+        step = 10 * (epoch + 1)
+        rows.append({"epoch": epoch, "step": step, "val_loss": loss, "val_acc": 1 - loss,
+                     "val_auroc": 0.9})
+        rows.append({"epoch": epoch, "step": step, "train_loss": loss + 0.1, "train_acc": 0.9})
+    if done:
+        rows.append({"epoch": len(val_loss), "step": 10 * len(val_loss), **test})
+    (run_dir / "csv").mkdir()
+    with open(run_dir / "csv" / "metrics.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    if summary:
+        last = {k: v for row in rows if "test_loss" not in row for k, v in row.items()}
+        write_summary(run_dir, {
+            "schema": 1, "status": status, "name": "train", "run_dir": str(run_dir),
+            "overrides": overrides, "started_at": "2026-01-01T10:00:00+00:00",
+            "started_at_unix": time.time() - 100, "duration_s": 12.5 if done else None,
+            "monitor": "val_loss", "mode": "min", "max_epochs": 3,
+            "epochs_completed": len(val_loss),
+            "last_metrics": {k: v for k, v in last.items() if k not in ("epoch", "step")},
+            "best_metric": min(val_loss) if val_loss else None,
+            "test_metrics": test,
+            "error": None if status != "failed" else {"type": "ValueError", "message": "bad <lr>"},
+            "host": os.uname().nodename, "pid": 1, **fields,
+        })
+    return run_dir
+
+
+def report(*args: str, capsys) -> tuple[int, str, str]:
+    code = main(["report", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def report_json(*args: str, capsys) -> dict:
+    code, out, err = report(*args, "--format", "json", capsys=capsys)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def datamodule(cls: type, data_dir: Path) -> MNISTDataModule:
+    dm = cls(source="torchvision", data_dir=str(data_dir), download=False, positive_digit=None,
+             batch_size=64)
+    dm.setup("fit")
+    return dm
+
+
+def strict(text: str):
+    """Parse JSON as browsers and jq do: NaN and Infinity are errors."""
+    def refuse(name):
+        raise ValueError(f"not strict JSON: {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def mlflow_history(client: Any, run_id: str) -> dict[str, list[tuple[int, float]]]:
+
+    return {key: sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+            for key in client.get_run(run_id).data.metrics}
+
+
+def sweep_rows(sweep: Path) -> list[dict]:
+    with open(sweep / "summary.csv") as file:
+        return list(csv.DictReader(file))
+
+
+def write_idx(raw_dir: Path, n_train: int = 60, n_test: int = 20) -> tuple[Any, Any]:
+    """Write real MNIST IDX files (gzipped) made from the bundled digits."""
+    images, labels = load_bundled()
+    raw_dir.mkdir(parents=True)
+    for prefix, idx in (("train", slice(0, n_train)), ("t10k", slice(n_train, n_train + n_test))):
+        x, y = images[idx, 0].numpy(), labels[idx].numpy().astype(np.uint8)
+        with gzip.open(raw_dir / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">IIII", 2051, len(x), 28, 28) + x.tobytes())
+        with gzip.open(raw_dir / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">II", 2049, len(y)) + y.tobytes())
+    return images, labels

@@ -67,19 +67,3 @@ def test_report_reads_the_newest_eval_and_follows_no_link(tmp_path):
     assert latest_eval_metrics(run) == {"eval_test_acc": 0.75}
     (run / "eval" / "2026-01-02_10-00-00" / "metrics.json").write_text("x" * (2 << 20))  # not metrics
     assert latest_eval_metrics(run) == {"eval_test_acc": 0.5}
-
-
-@pytest.mark.slow  # the exporter's first use in a process takes ~10-40 s
-def test_a_model_the_exporter_cannot_take_gets_one_message_saying_why(tmp_path):
-    import torch
-
-    from dlops.errors import ConfigError
-    from dlops.inference.export import to_onnx
-
-    class ValueDependent(torch.nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x * 2 if x.sum() > 0 else x  # control flow on tensor values: no static graph
-
-    with pytest.raises(ConfigError, match="ValueDependent cannot be exported to ONNX: .+"):
-        to_onnx(ValueDependent(), torch.ones(2, 3), tmp_path / "m.onnx", ("input", "output"))
-    assert not (tmp_path / "m.onnx").exists()

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from dlops.tracking.loggers import checkpoint_state, continue_trackers
 from dlops.tracking.tracker import ResumePoint, Tracker, tracker_class
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRACKER_MODULES = ("wandb", "mlflow", "tensorboard", "pytorch_lightning.loggers", "lightning.pytorch.loggers")
 
 

@@ -6,11 +6,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import QUICK, ROOT, finish, run_dirs, start, summary, train, wait_for
+from helpers import QUICK, ROOT, finish, mlflow_history, run_dirs, start, summary, train, wait_for
 from mlflow import MlflowClient
-
-from dlops.errors import ConfigError
-from dlops.tracking.mlflow_logger import MLFlowLogger
 
 MLFLOW = "logger=[csv,mlflow]"
 BATCH = "datamodule.batch_size=256"  # 15 training batches per epoch
@@ -33,9 +30,6 @@ def csv_history(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return {key: sorted(points) for key, points in history.items()}
 
 
-def mlflow_history(client: MlflowClient, run_id: str) -> dict[str, list[tuple[int, float]]]:
-    return {key: sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
-            for key in client.get_run(run_id).data.metrics}
 
 
 def assert_same_history(client: MlflowClient, run_id: str, run_dir: Path) -> None:
@@ -46,46 +40,6 @@ def assert_same_history(client: MlflowClient, run_id: str, run_dir: Path) -> Non
         assert [v for _, v in logged[key]] == pytest.approx([v for _, v in points]), key
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> str:
-    """A new SQLite store for this module's in-process tests (making its tables takes seconds)."""
-    return f"sqlite:///{tmp_path_factory.mktemp('store')}/mlflow.db"
-
-
-def test_resumed_logger_logs_no_step_twice_and_keeps_its_params(store, tmp_path):
-    uri = store
-    first = MLFlowLogger(uri, experiment_name="e")
-    first.log_hyperparams({"trainer": {"max_epochs": 2}, "resume": None})
-    for step in range(4):
-        first.log_metrics({"val_loss": 1.0 / (step + 1)}, step=step)
-    first.finish("interrupted", None)
-    client = MlflowClient(uri)
-    assert client.get_run(first.run_id).info.status == "KILLED"
-
-    again = MLFlowLogger(uri, experiment_name="e", run_id=first.run_id)
-    again.start({"run_dir": str(tmp_path), "overrides": ["resume=x"], "attempts": [{}, {}]})
-    assert client.get_run(first.run_id).info.status == "RUNNING"
-    again.log_hyperparams({"trainer": {"max_epochs": 5}, "resume": "x"})  # MLflow refuses changes
-    for step in range(2, 6):  # steps 2 and 3 were logged by the first attempt, after its checkpoint
-        again.log_metrics({"val_loss": 10.0 + step}, step=step)
-    again.finish("completed", None)
-    run = client.get_run(first.run_id)
-    assert run.info.status == "FINISHED" and run.data.params["trainer/max_epochs"] == "2"
-    assert mlflow_history(client, first.run_id)["val_loss"] == [
-        (0, 1.0), (1, 0.5), (2, pytest.approx(1 / 3)), (3, 0.25), (4, 14.0), (5, 15.0)]
-    assert run.data.tags["dlops.attempts"] == "2"
-
-
-def test_deleted_experiment_or_a_store_that_is_not_one_gets_one_message(store, tmp_path):
-    uri = store
-    client = MlflowClient(uri)
-    client.delete_experiment(client.create_experiment("gone"))
-    with pytest.raises(ConfigError, match="experiment 'gone' in .* was deleted; restore it"):
-        MLFlowLogger(uri, experiment_name="gone")
-    (tmp_path / "notes.db").write_text("not a database")
-    with pytest.raises(ConfigError, match="cannot use the MLflow store .*notes.db"):
-        MLFlowLogger(f"sqlite:///{tmp_path}/notes.db")
-    assert (tmp_path / "notes.db").read_text() == "not a database"  # left as it was
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_report import write_run
+from helpers import write_run
 
 from dlops.cli import main
 

@@ -3,9 +3,7 @@ test on real sweeps and a killed run (`@pytest.mark.slow`)."""
 
 import csv
 import io
-import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -13,83 +11,22 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import report, report_json, write_run
 
-from dlops.cli import main
 from dlops.readers.discover import find_run_dirs, load_run
 from dlops.readers.report_sort import script_source
 from dlops.rundir.liveness import process_alive
 from dlops.rundir.summary import read as read_summary
-from dlops.rundir.summary import write as write_summary
 
-ROOT = Path(__file__).resolve().parents[1]
-COLUMNS = ["epoch", "step", "test_acc", "test_auroc", "test_loss", "train_acc", "train_loss",
-           "val_acc", "val_auroc", "val_loss"]
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def write_run(run_dir: Path, overrides: list[str], val_loss: list[float], status: str = "completed",
-              summary: bool = True, **fields) -> Path:
-    """A run dir as dlops writes it: .hydra/, csv/metrics.csv (Lightning CSVLogger rows) and
-    summary.json; `fields` replace summary keys."""
-    (run_dir / ".hydra").mkdir(parents=True)
-    (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    (run_dir / ".hydra" / "config.yaml").write_text(
-        "monitor: val_loss\nmode: min\ntrainer:\n  max_epochs: 3\n")
-    done = status == "completed"
-    test = {"test_loss": val_loss[-1] + 0.01, "test_acc": 1 - val_loss[-1],
-            "test_auroc": 0.99} if done else {}
-    rows = []
-    for epoch, loss in enumerate(val_loss):
-        step = 10 * (epoch + 1)
-        rows.append({"epoch": epoch, "step": step, "val_loss": loss, "val_acc": 1 - loss,
-                     "val_auroc": 0.9})
-        rows.append({"epoch": epoch, "step": step, "train_loss": loss + 0.1, "train_acc": 0.9})
-    if done:
-        rows.append({"epoch": len(val_loss), "step": 10 * len(val_loss), **test})
-    (run_dir / "csv").mkdir()
-    with open(run_dir / "csv" / "metrics.csv", "w", newline="") as file:
-        writer = csv.DictWriter(file, COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    if summary:
-        last = {k: v for row in rows if "test_loss" not in row for k, v in row.items()}
-        write_summary(run_dir, {
-            "schema": 1, "status": status, "name": "train", "run_dir": str(run_dir),
-            "overrides": overrides, "started_at": "2026-01-01T10:00:00+00:00",
-            "started_at_unix": time.time() - 100, "duration_s": 12.5 if done else None,
-            "monitor": "val_loss", "mode": "min", "max_epochs": 3,
-            "epochs_completed": len(val_loss),
-            "last_metrics": {k: v for k, v in last.items() if k not in ("epoch", "step")},
-            "best_metric": min(val_loss) if val_loss else None,
-            "test_metrics": test,
-            "error": None if status != "failed" else {"type": "ValueError", "message": "bad <lr>"},
-            "host": os.uname().nodename, "pid": 1, **fields,
-        })
-    return run_dir
 
 
-def report(*args: str, capsys) -> tuple[int, str, str]:
-    code = main(["report", *args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-def report_json(*args: str, capsys) -> dict:
-    code, out, err = report(*args, "--format", "json", capsys=capsys)
-    assert code == 0, err
-    return json.loads(out)
 
 
-@pytest.fixture
-def sweep(tmp_path: Path) -> Path:
-    """A seed x model sweep with different numbers per job, plus a failed job."""
-    root = tmp_path / "multirun" / "2026-01-01" / "10-00-00"
-    losses = {("1", "mlp"): [0.5, 0.30], ("2", "mlp"): [0.6, 0.34],
-              ("1", "cnn"): [0.4, 0.20], ("2", "cnn"): [0.3, 0.26]}
-    for num, ((seed, model), loss) in enumerate(losses.items()):
-        write_run(root / str(num), [f"seed={seed}", f"model={model}", "trainer.max_epochs=2"], loss)
-    write_run(root / "4", ["seed=3", "model=mlp", "trainer.max_epochs=2"], [], status="failed")
-    (root / "multirun.yaml").write_text("hydra: {}\n")
-    return root
 
 
 def test_finds_run_dirs_recursively_and_tolerates_odd_folders(tmp_path: Path) -> None:
@@ -266,8 +203,6 @@ def test_report_imports_no_torch_or_plotting(sweep: Path) -> None:
 # ---- end to end: real sweeps, a killed run -------------------------------------------------
 
 # fewer batches than an epoch of the bundled digits, to keep these tests near a minute
-FAST = ["+trainer.limit_train_batches=10", "+trainer.limit_val_batches=5",
-        "+trainer.limit_test_batches=5", "callbacks.progress_bar.refresh_rate=0"]
 
 
 def train(args: list[str], cwd: Path) -> subprocess.Popen:
@@ -276,72 +211,3 @@ def train(args: list[str], cwd: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A seed x model sweep, a sweep with a failed job, and a run killed after one epoch."""
-    cwd = tmp_path_factory.mktemp("e2e")
-    sweep = train(["-m", "seed=1,2", "model=mlp,cnn", "trainer.max_epochs=2", *FAST], cwd)
-    assert sweep.wait(timeout=300) == 0, sweep.stderr.read()
-    failing = train(["-m", "model.optimizer.lr=-1", "trainer.max_epochs=2"], cwd)
-    failing.wait(timeout=120)
-    killed = train(["trainer.max_epochs=50", "name='<script>alert(1)</script>'", *FAST], cwd)
-    deadline = time.time() + 120
-    while time.time() < deadline and killed.poll() is None:
-        summaries = list((cwd / "outputs").glob("*/*/summary.json"))
-        if summaries and (read_summary(summaries[0].parent) or {}).get("epochs_completed", 0) >= 1:
-            break
-        time.sleep(0.1)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    return cwd
-
-
-@pytest.mark.slow
-def test_end_to_end_sweep_report_matches_summaries(trained: Path, capsys) -> None:
-    (sweep_dir,) = [p for p in (trained / "multirun").glob("*/*")
-                    if sum(d.is_dir() and d.name.isdigit() for d in p.iterdir()) == 4]
-    summaries = {str(p.parent): json.loads(p.read_text()) for p in sweep_dir.glob("*/summary.json")}
-    doc = report_json(str(sweep_dir), capsys=capsys)
-    rows = doc["runs"]
-    assert len(rows) == 4 and doc["varying_overrides"] == ["seed", "model"]
-    assert [r["best_val_loss"] for r in rows] == sorted(s["best_metric"]
-                                                        for s in summaries.values())
-    for row in rows:
-        summary = summaries[row["run_dir"]]
-        assert row["status"] == "completed" and row["epochs"] == 2
-        assert row["final_val_loss"] == summary["last_metrics"]["val_loss"]
-        assert {k: row[k] for k in summary["test_metrics"]} == summary["test_metrics"]
-    code, out, _ = report(str(sweep_dir), capsys=capsys)
-    assert code == 0 and len([line for line in out.splitlines() if str(sweep_dir) in line]) == 4
-
-    groups = report_json(str(sweep_dir), "--group-by", "model", capsys=capsys)["groups"]
-    assert sorted(g["model"] for g in groups) == ["cnn", "mlp"]
-    for group in groups:
-        best = [s["best_metric"] for s in summaries.values() if f"model={group['model']}"
-                in s["overrides"]]
-        assert group["n"] == 2
-        assert group["best_val_loss_mean"] == pytest.approx(statistics.fmean(best), rel=1e-12)
-        assert group["best_val_loss_std"] == pytest.approx(statistics.stdev(best), rel=1e-12)
-    code, out, _ = report(str(sweep_dir), "--group-by", "model", capsys=capsys)
-    table = [line for line in out.splitlines() if line.startswith("│")]
-    assert len(table) == 2 and all(" ± " in line for line in table)
-
-
-@pytest.mark.slow
-def test_end_to_end_failed_and_killed_runs_appear_in_html(trained: Path, tmp_path: Path,
-                                                          capsys) -> None:
-    paths = [str(trained / "multirun"), str(trained / "outputs")]
-    rows = report_json(*paths, capsys=capsys)["runs"]
-    assert sorted(r["status"] for r in rows) == ["completed"] * 4 + ["failed", "killed"]
-    (killed,) = [r for r in rows if r["status"] == "killed"]
-    assert killed["epochs"] >= 1 and killed["max_epochs"] == 50
-    assert killed["best_val_loss"] == read_summary(killed["run_dir"])["best_metric"]
-    html_path = tmp_path / "report.html"
-    code, out, err = report(*paths, "--html", str(html_path), capsys=capsys)
-    assert code == 0, err
-    assert "killed" in out and "failed" in out
-    page = html_path.read_text()
-    assert "<script>alert(1)</script>" not in page
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert page.count("data:image/png;base64,") >= 1 and "https://" not in page
-    assert "model.optimizer.lr must be a number &gt; 0" in page

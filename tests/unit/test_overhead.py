@@ -33,7 +33,7 @@ def test_classifier_sets_the_hook_name_directly_and_still_registers_modules():
 
 
 def test_train_py_shares_the_config_store():
-    runpy.run_path(str(Path(__file__).resolve().parents[1] / "train.py"), run_name="imported")
+    runpy.run_path(str(Path(__file__).resolve().parents[2] / "train.py"), run_name="imported")
     store = ConfigStore.instance()
     assert copy.deepcopy(store) is store
     assert copy.deepcopy({"store": store})["store"] is store

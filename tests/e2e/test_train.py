@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from helpers import QUICK, TRAIN, clean_env, run_dirs, summary, train
+from helpers import QUICK, TRAIN, clean_env, run_dirs, summary, train, write_idx
 
 from dlops.cli import main as dlops
 
@@ -78,9 +78,7 @@ def test_image_folder_made_by_make_dataset(tmp_path):
     assert info["status"] == "completed" and info["last_metrics"]["val_acc"] > 0.5
 
 
-def test_torchvision_source_reads_idx_files(tmp_path):
-    from test_data import write_idx
-
+def test_training_on_torchvision_idx_files_completes(tmp_path):
     write_idx(tmp_path / "data" / "MNIST" / "raw", n_train=1000, n_test=200)
     train(tmp_path, "datamodule.source=torchvision", f"datamodule.data_dir={tmp_path / 'data'}",
           "datamodule.download=false", *QUICK)

@@ -1,19 +1,15 @@
 """Files and messages at the edges: non-finite metrics, a full or read-only disk, sweep
 summaries that are text, and the bad inputs of image folders, `make-dataset` and config groups."""
 
-import json
 import logging
 import math
-import os
-import shutil
 import struct
-import subprocess
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import clean_env, train
+from helpers import strict
 from PIL import Image
 
 from dlops.cli import main
@@ -23,14 +19,6 @@ from dlops.errors import ConfigError
 from dlops.pipeline import not_finite_warning
 from dlops.readers.discover import load_run
 from dlops.rundir.summary import write as write_summary
-
-
-def strict(text: str):
-    """Parse JSON as browsers and jq do: NaN and Infinity are errors."""
-    def refuse(name):
-        raise ValueError(f"not strict JSON: {name}")
-    return json.loads(text, parse_constant=refuse)
-
 
 # ---------------------------------------------------------------- summary.json
 
@@ -53,68 +41,6 @@ def test_a_completed_run_with_a_non_finite_monitored_metric_says_so():
 
 # ---------------------------------------------------------------- a real full or read-only disk
 
-@pytest.fixture
-def tmpfs(tmp_path):
-    """Mount a real tmpfs of a given size (e.g. "700k") under tmp_path; unmounted afterwards."""
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("needs root and mount(8) to make a real small file system (a tmpfs)")
-    mounted = []
-
-    def mount(size: str) -> Path:
-        where = tmp_path / f"disk{len(mounted)}"
-        where.mkdir()
-        made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                              capture_output=True, text=True)
-        if made.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
-        mounted.append(where)
-        return where
-    yield mount
-    for where in mounted:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
-@pytest.mark.slow
-def test_a_real_full_disk_names_the_file(tmp_path, tmpfs):
-    run_dir = tmpfs("700k") / "run"  # room for a run's start, not for its first checkpoints
-    result = train(tmp_path, f"hydra.run.dir={run_dir}", "trainer.max_epochs=2",
-                   "datamodule.batch_size=256", check=False)
-    output = result.stdout + result.stderr
-    assert result.returncode == 1 and "Traceback" not in output
-    message = f"no space left on the device while writing {run_dir}/checkpoints/"
-    assert output.count(message) == 1
-    written = strict((run_dir / "summary.json").read_text())
-    assert written["status"] == "failed" and message in written["error"]["message"]
-
-
-@pytest.mark.slow
-def test_resume_of_a_read_only_run_dir_gets_one_message(tmp_path, tmpfs):
-    run_dir = tmp_path / "outputs" / "run"
-    train(tmp_path, f"hydra.run.dir={run_dir}", "trainer.max_epochs=1", "datamodule.batch_size=256",
-          "test=false", "callbacks=none")
-    disk = tmpfs("16m")
-    shutil.copytree(run_dir, disk / "run", ignore=shutil.ignore_patterns(".dlops.lock"))
-    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
-    result = train(tmp_path, f"resume={disk / 'run'}", "trainer.max_epochs=2", check=False)
-    output = result.stdout + result.stderr
-    assert result.returncode == 1 and "Traceback" not in output, output[-2000:]
-    assert output.count(f"cannot write into {disk / 'run'}: Read-only file system") == 1
-
-
-# ---------------------------------------------------------------- sweeps
-
-@pytest.mark.slow
-def test_a_sweep_whose_jobs_fail_exits_1_whatever_its_overrides_and_summary(tmp_path):
-    sweep = tmp_path / "sweep"
-    (sweep / "summary.csv").mkdir(parents=True)  # the summary cannot be written
-    result = train(tmp_path, "-m", f"hydra.sweep.dir={sweep}", "model.optimizer.lr=-1,-2",
-                   "tags=[/x]", "callbacks=[default,evaluation]", check=False,
-                   env=clean_env(COLUMNS="300"))
-    output = result.stdout + result.stderr
-    assert result.returncode == 1, output[-3000:]
-    assert "2 of 2 jobs did not complete" in output and "MarkupError" not in output
-    assert "could not write the sweep summary" in output
-    assert "callbacks=[default,evaluation]" in output and "tags=[/x]" in output  # text, not markup
 
 
 def test_sweep_summary_prints_markup_and_escapes_as_text(tmp_path, capsys):
@@ -126,16 +52,6 @@ def test_sweep_summary_prints_markup_and_escapes_as_text(tmp_path, capsys):
     print_sweep_summary(rows, tmp_path)
     out = capsys.readouterr().out
     assert "tags=[/x]" in out and "a=[red]b[/red]" in out and "\x1b[2J" not in out
-
-
-# ---------------------------------------------------------------- bad input
-
-@pytest.mark.slow
-def test_an_all_digit_experiment_name_lists_the_options(tmp_path):
-    result = train(tmp_path, "experiment=999", check=False)
-    output = result.stdout + result.stderr
-    assert result.returncode == 1 and "Traceback" not in output
-    assert "Could not find 'experiment/999'" in output and "006" in output
 
 
 def _png_claiming_size(path: Path, width: int, height: int) -> None:

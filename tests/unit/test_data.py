@@ -1,11 +1,9 @@
 """Data: sliced batches, the bundled and torchvision MNIST sources, image folders."""
 
-import gzip
-import struct
 
-import numpy as np
 import pytest
 import torch
+from helpers import write_idx
 
 from dlops.cli import main as dlops
 from dlops.data.batches import TensorBatches
@@ -68,17 +66,6 @@ def test_ten_digit_task():
     assert dm.num_classes == 10 and set(dm.splits["train"].labels.tolist()) == set(range(10))
 
 
-def write_idx(raw_dir, n_train=60, n_test=20):
-    """Write real MNIST IDX files (gzipped) made from the bundled digits."""
-    images, labels = load_bundled()
-    raw_dir.mkdir(parents=True)
-    for prefix, idx in (("train", slice(0, n_train)), ("t10k", slice(n_train, n_train + n_test))):
-        x, y = images[idx, 0].numpy(), labels[idx].numpy().astype(np.uint8)
-        with gzip.open(raw_dir / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
-            f.write(struct.pack(">IIII", 2051, len(x), 28, 28) + x.tobytes())
-        with gzip.open(raw_dir / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
-            f.write(struct.pack(">II", 2049, len(y)) + y.tobytes())
-    return images, labels
 
 
 def test_torchvision_source_reads_idx_files(tmp_path):
