@@ -20,13 +20,16 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from wandb_records import offline_runs, run_contents
 
+from dlops.rundir import layout
+
 BATCH = "datamodule.batch_size=256"  # 15 training batches per epoch
 STEPS_PER_EPOCH = 15
 
 
 def fingerprint(folder: Path) -> dict[str, bytes]:
-    """Every file's bytes; of train.log, to which each start appends, only the first line."""
-    files = [p for p in sorted(folder.rglob("*")) if p.is_file()]
+    """Every file's bytes; of train.log, to which each start appends, only the first line; not the
+    lock file, where every process that asks for the run dir says who it is."""
+    files = [p for p in sorted(folder.rglob("*")) if p.is_file() and p.name != layout.LOCK]
     return {str(p.relative_to(folder)): p.read_bytes().split(b"\n")[0] if p.name == "train.log"
             else p.read_bytes() for p in files}
 

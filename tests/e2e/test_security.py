@@ -98,6 +98,21 @@ def test_test_after_fit_loads_a_crafted_best_checkpoint_as_weights_only(tmp_path
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("command", ["eval", "export"])
+def test_eval_and_export_of_a_crafted_checkpoint_use_its_weights_and_never_its_targets(
+        tmp_path, finished, command):
+    """After training, the model comes from the run's config and only the file's weights are read."""
+    run_dir = copy_run(finished, tmp_path)
+    marker = tmp_path / "marker"
+    for part in ("net", "optimizer"):
+        crafted = craft(run_dir / "checkpoints" / "last.ckpt", tmp_path / f"{part}.ckpt", marker, part)
+        result = subprocess.run([sys.executable, "-m", "dlops.cli", command, str(run_dir), "--ckpt",
+                                 str(crafted)], cwd=tmp_path, env=clean_env(), capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        assert not marker.exists()
+
+
 # ---------------------------------------------------------------- one writer per run dir
 
 def start(cwd: Path, *overrides: str) -> subprocess.Popen:
