@@ -5,6 +5,7 @@ model whose compute is negligible, so that what remains is framework overhead).
 """
 
 import contextlib
+import logging
 import os
 import sys
 from typing import Any
@@ -54,3 +55,16 @@ def trainer_speedups(trainer_cfg: Any, callbacks: list) -> tuple[list, dict[str,
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
         extra["enable_progress_bar"] = False
     return callbacks, extra
+
+
+def _not_an_advert(record: logging.LogRecord) -> bool:
+    return "Tip: For seamless cloud logging" not in record.getMessage()
+
+
+def quiet_lightning() -> None:
+    """Silence two lines Lightning prints in every run that say nothing about it: an advert for
+    its cloud logger and a deprecation inside Lightning itself."""
+    import warnings
+
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_not_an_advert)  # once
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")

@@ -16,7 +16,7 @@ from dlops.cli import main
 from dlops.data.export import write_image_folder
 from dlops.data.image_folder import ImageFolderDataModule
 from dlops.errors import ConfigError
-from dlops.pipeline import not_finite_warning
+from dlops.lifecycle.outcome import not_finite_warning
 from dlops.readers.discover import load_run
 from dlops.rundir.summary import write as write_summary
 

@@ -1,7 +1,9 @@
 """Keep `summary.json` current while a run trains, so a killed run still shows its progress."""
 
+import contextlib
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -18,14 +20,16 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in sorted(metrics.items()) if getattr(v, "numel", lambda: 1)() == 1}
 
 
-def best_checkpoint(trainer: pl.Trainer) -> tuple[str | None, float | None]:
-    """Path and score of the best checkpoint kept so far, if a checkpoint callback keeps one."""
+def best_checkpoint(trainer: pl.Trainer, run_dir: str | Path) -> tuple[str | None, float | None]:
+    """Path (relative to `run_dir` when inside it) and score of the best checkpoint kept so far, if
+    a checkpoint callback keeps one."""
     kept = [c for c in trainer.checkpoint_callbacks if getattr(c, "best_model_path", "")]
     if not kept:
         return None, None
-    callback = kept[0]
-    score = callback.best_model_score
-    return callback.best_model_path, None if score is None else float(score)
+    path, score = Path(kept[0].best_model_path), kept[0].best_model_score
+    with contextlib.suppress(ValueError):
+        path = path.resolve().relative_to(Path(run_dir).resolve())
+    return str(path), None if score is None else float(score)
 
 
 class SummaryProgress(Checkpoint):
@@ -41,7 +45,7 @@ class SummaryProgress(Checkpoint):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        path, score = best_checkpoint(trainer)
+        path, score = best_checkpoint(trainer, self.run_dir)
         run_summary.progress(self.summary, epochs_completed=trainer.current_epoch + 1,
                              global_step=trainer.global_step,
                              last_metrics=scalar_metrics(trainer.callback_metrics), best_checkpoint=path,

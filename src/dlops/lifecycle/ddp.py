@@ -8,6 +8,7 @@ arguments become this job's own overrides and `hydra.run.dir` this job's run dir
 Lightning starts none.
 """
 
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -17,11 +18,12 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import read_write
+from omegaconf import DictConfig, read_write
 
-from dlops.errors import ConfigError
+from dlops.errors import ConfigError, Interrupted
 from dlops.lifecycle.argv import config_flags
 
+log = logging.getLogger(__name__)
 # set by torchrun, by Lightning for the processes it starts, and by srun
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
 # what Lightning sets in the environment of the process that starts the ranks
@@ -77,3 +79,24 @@ def clean_process_state() -> Iterator[None]:
                 os.environ[name] = value
         sys.argv[:] = argv
         torch.set_num_threads(threads)
+
+
+def train_other_rank(cfg: DictConfig, run_dir: Path) -> None:
+    """A DDP rank > 0: fit beside rank 0, from the same checkpoint when resuming; rank 0 records."""
+    from dlops.lifecycle.failures import user_message
+    from dlops.pipeline import fit_and_test, start_summary
+
+    checkpoint = None
+    if cfg.get("resume"):
+        from dlops.lifecycle.resume import resumed_config
+
+        cfg, checkpoint = resumed_config(cfg, run_dir)
+    try:
+        fit_and_test(cfg, run_dir, start_summary(cfg, run_dir), checkpoint)
+    except Interrupted:
+        return None  # every rank stopped at the same batch; rank 0 says so
+    except BaseException as exc:  # noqa: BLE001
+        if user_message(exc) is None:
+            raise  # unexpected, maybe in this rank only: Lightning then stops every rank
+        log.error("rank > 0 stopped, rank 0 records why: %s", user_message(exc))
+    return None  # exit 0, or Lightning would kill rank 0 before it records the run

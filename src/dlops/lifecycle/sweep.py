@@ -179,3 +179,13 @@ def _cell(row: dict[str, Any], column: str) -> str:
     if isinstance(value, float):
         return f"{value:.1f}" if column == "duration_s" else f"{value:.4f}"
     return str(value)
+
+
+def current_sweep_dir() -> Path | None:
+    """The sweep dir when this process runs one job of a multirun, else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return Path(HydraConfig.get().sweep.dir)
+    return None

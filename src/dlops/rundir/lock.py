@@ -81,3 +81,15 @@ def run_files(run_dir: str | Path) -> list[str]:
     if log_file.is_file() and log_file.stat().st_size > 0:
         found.append(layout.LOG)
     return found
+
+
+def existing_run(run_dir: str | Path) -> str | None:
+    """Why a new run must not start in `run_dir` (it holds an earlier run), or None."""
+    found = run_files(run_dir)
+    if not found:
+        return None
+    if layout.SUMMARY in found:
+        return (f"{run_dir} already holds a run; continue it with resume={run_dir} or choose another "
+                "hydra.run.dir")
+    return (f"{run_dir} already holds a run's files ({', '.join(found)}) but no {layout.SUMMARY} to "
+            "continue it from; choose another hydra.run.dir. Nothing in it was changed.")

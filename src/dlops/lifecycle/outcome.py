@@ -1,0 +1,46 @@
+"""How a completed run ends: its summary, a word when its result is not a number, and a few
+lines in the log. (A run that did not complete ends through `dlops.lifecycle.failures`.)"""
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from dlops.rundir import summary as run_summary
+
+log = logging.getLogger("dlops.pipeline")
+
+
+def record_completed(run_dir: Path, summary: dict[str, Any]) -> None:
+    """Write the completed summary (with a warning for a non-finite result) and log the outcome."""
+    run_summary.ended(summary, "completed")
+    if warning := not_finite_warning(summary):  # completed, but its result is no number
+        summary.setdefault("warnings", []).append(warning)
+        log.warning(warning)
+    run_summary.write(run_dir, summary)
+    log_outcome(summary, run_dir)
+
+
+def not_finite_warning(summary: dict[str, Any]) -> str | None:
+    """What to say when a run completed but its monitored metric is NaN or infinite."""
+    monitor = summary.get("monitor")
+    values = [summary.get("best_metric"), (summary.get("last_metrics") or {}).get(monitor)]
+    bad = [v for v in values if isinstance(v, float) and not math.isfinite(v)]
+    if not bad:
+        return None
+    return (f"the run completed, but its monitored metric {monitor} is {bad[0]}: its result is not "
+            "a number (summary.json writes null and lists it in non_finite). Lower "
+            "model.optimizer.lr or check the data.")
+
+
+
+def log_outcome(summary: dict[str, Any], run_dir: Path) -> None:
+    """Log the run's outcome in a few lines."""
+    metrics = {**summary["last_metrics"], **summary["test_metrics"]}
+    shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.split("_")[0] in ("val", "test"))
+    log.info("completed in %.1fs after %s epochs: %s", summary["duration_s"],
+             summary["epochs_completed"], shown)
+    best = summary["best_metric"]
+    log.info("best %s=%s, checkpoint %s", summary["monitor"], best if best is None else f"{best:.4f}",
+             summary["best_checkpoint"])
+    log.info("run dir: %s", run_dir)
