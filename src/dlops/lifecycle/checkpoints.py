@@ -10,6 +10,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from dlops.errors import ConfigError
+from dlops.rundir import atomic
 
 # Fault injection for tests of the disk-full path, e.g. DLOPS_SIMULATE_DISK_FULL=last.ckpt:2 - the
 # 2nd write of a file named last.ckpt in this process stops halfway with ENOSPC, exactly where a
@@ -29,34 +30,11 @@ def _write(file: io.BufferedWriter, data: bytes, path: Path) -> None:
 
 
 def save_atomic(checkpoint: dict[str, Any], path: str | Path) -> None:
-    """Write `checkpoint` to a temp file beside `path`, flush it to disk, then rename it over `path`.
-
-    A crash or a full disk during the write leaves the previous file at `path` as it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `checkpoint` atomically (`dlops.rundir.atomic`: temp file, fsync, rename): a crash or
+    a full disk during the write leaves the previous file at `path` as it was."""
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as file:
-            _write(file, buffer.getbuffer().tobytes(), path)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if exc.filename is None:  # a failed write() names no file: say which one
-            raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # make the rename itself durable
-    finally:
-        os.close(directory)
+    atomic.write_bytes(path, buffer.getbuffer().tobytes(), write=_write)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

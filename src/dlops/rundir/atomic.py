@@ -11,8 +11,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 def _umask() -> int:
@@ -21,14 +22,16 @@ def _umask() -> int:
     return mask
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
-    """Atomically replace `path` with `data`; an OSError names the file."""
+def write_bytes(path: str | Path, data: bytes,
+                write: Callable[[BinaryIO, bytes, Path], None] | None = None) -> None:
+    """Atomically replace `path` with `data`; an OSError names the file. `write(file, data, path)`
+    may stand in for `file.write(data)` (the checkpoint writer's fault injection does)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as file:
-            file.write(data)
+            (write or _write)(file, data, path)
             file.flush()
             os.fsync(file.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
@@ -43,6 +46,10 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def _write(file: BinaryIO, data: bytes, path: Path) -> None:
+    file.write(data)
 
 
 def strict(value: Any, path: str = "", found: list[str] | None = None) -> Any:

@@ -7,7 +7,7 @@ so the resumed run appends without duplicated or missing epochs.
 """
 
 import csv
-import os
+import io
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from lightning_fabric.loggers.logger import rank_zero_experiment
 from pytorch_lightning.loggers import CSVLogger as LightningCSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
+from dlops.rundir import atomic
 from dlops.tracking.tracker import ResumePoint, Tracker
 
 
@@ -29,12 +30,11 @@ def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 
 def write_rows(path: Path, header: list[str], rows: list[dict[str, Any]]) -> None:
     """Atomically replace `path` with `header` and `rows`."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=header)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=header)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic.write_bytes(path, text.getvalue().encode())
 
 
 class AppendingWriter(ExperimentWriter):
