@@ -1,6 +1,5 @@
 """OmegaConf resolvers used by the config tree (light: no torch here)."""
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -8,29 +7,19 @@ from omegaconf import OmegaConf
 
 from dlops.errors import ConfigError
 from dlops.lifecycle.argv import cannot_create
+from dlops.rundir import dirs
 
 # the datamodule that `${data:NAME}` reads: set by dlops.build once it is set up
 _datamodule: Any = None
 
 
 def unique_dir(path: str) -> str:
-    """Create and return `path`, or `path-2`, `path-3`, ... if it exists already.
-
-    `os.mkdir` is atomic, so two runs started in the same second (even on a shared file
-    system) never get the same directory.
-    """
-    candidate, n = path, 1
+    """`${dlops.unique_dir:PATH}`: create and return `path`, or `path-2`, `path-3`, ... if it exists
+    already (see `dlops.rundir.dirs`); a directory that cannot be made is one message."""
     try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            try:
-                os.mkdir(candidate)
-                return candidate
-            except FileExistsError:
-                n += 1
-                candidate = f"{path}-{n}"
+        return str(dirs.make_unique(path))
     except OSError as exc:
-        raise SystemExit(cannot_create(candidate, exc)) from None  # Hydra would print a traceback
+        raise SystemExit(cannot_create(path, exc)) from None  # one message, not Hydra's traceback
 
 
 def hydra_subdir(run_dir: str, name: str = ".hydra") -> str | None:
