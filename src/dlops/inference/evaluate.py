@@ -46,7 +46,7 @@ def evaluate_run(run_dir: str | Path, ckpt: str = "best", overrides: list[str] |
 
     from dlops.build import build_datamodule
     from dlops.callbacks.progress import scalar_metrics
-    from dlops.pipeline import quiet_lightning
+    from dlops.overhead import quiet_lightning
     from dlops.rundir.summary import now, package_versions
 
     overrides = list(overrides or [])
