@@ -72,9 +72,3 @@ def tmpfs(tmp_path):
 def store(tmp_path_factory) -> str:
     """A new SQLite store for this module's in-process tests (making its tables takes seconds)."""
     return f"sqlite:///{tmp_path_factory.mktemp('store')}/mlflow.db"
-
-
-def pytest_collection_modifyitems(items: list) -> None:
-    """The SLURM tests mostly wait on the scheduler (a time limit takes minutes of little CPU):
-    start them first, so that they run beside the CPU-bound tests rather than after them."""
-    items.sort(key=lambda item: item.get_closest_marker("slurm") is None)
