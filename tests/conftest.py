@@ -10,6 +10,12 @@ import pytest
 from helpers import ROOT, STARTED, write_run
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The SLURM tests first: they take the longest, mostly waiting on the cluster, while the other
+    workers fill that time (pytest-xdist keeps this order with --no-loadscope-reorder)."""
+    items.sort(key=lambda item: item.get_closest_marker("slurm") is None)
+
+
 @pytest.fixture(autouse=True)
 def _end_started_runs():
     """A test that fails half-way leaves no training process behind."""

@@ -24,14 +24,22 @@ from dlops.rundir.summary import write as write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "train.py"
-# small and quick, but the whole pipeline: data, fit, validation, checkpoints, test
-QUICK = ["trainer.max_epochs=2", "datamodule.batch_size=128"]
+# batches of 256: the bundled digits' training split is 15 steps an epoch
+STEPS_PER_EPOCH = 15
+
+
+def fast(epochs: int | str = 2) -> list[str]:
+    """The end-to-end tests' one set of fast overrides: EPOCHS (a number, or a sweep's "1,3") short
+    epochs of real training on the bundled digits, with validation, checkpoints and test as in any
+    run. Tests of plumbing alone use the product's own smoke config, `debug=fast` (one batch)."""
+    return [f"trainer.max_epochs={epochs}", "datamodule.batch_size=256"]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment for a child run: no GPU, no tracker credentials, our code first."""
+    """The environment for a child run: no GPU, no tracker credentials, no Lightning seed left by a
+    test that ran Lightning in this process, our code first."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("WANDB_", "HYDRA_")) and k != "CUDA_VISIBLE_DEVICES"}
+           if not k.startswith(("WANDB_", "HYDRA_", "PL_")) and k != "CUDA_VISIBLE_DEVICES"}
     # one thread a run: tests run side by side (pytest -n), and small models train faster so
     env.setdefault("OMP_NUM_THREADS", "1")
     env.update(CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT / "src"), **extra)

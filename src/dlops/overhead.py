@@ -62,9 +62,12 @@ def _not_an_advert(record: logging.LogRecord) -> bool:
 
 
 def quiet_lightning() -> None:
-    """Silence two lines Lightning prints in every run that say nothing about it: an advert for
-    its cloud logger and a deprecation inside Lightning itself."""
+    """Silence lines Lightning prints in every run that say nothing about it: an advert for its
+    cloud logger, a deprecation inside Lightning itself, and, on any machine with SLURM installed,
+    a hint to start the run with `srun` (dlops submits to SLURM with hydra/launcher=submitit_slurm,
+    whose jobs Lightning recognises)."""
     import warnings
 
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_not_an_advert)  # once
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")

@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from helpers import clean_env, run_dirs, summary, train
+from helpers import clean_env, fast, run_dirs, summary, train
 
 from dlops.data.export import write_image_folder
 from dlops.data.mnist import MNISTDataModule
 from dlops.models.classifier import Classifier
 
 pytestmark = pytest.mark.slow
-FAST = ["trainer.max_epochs=1", "datamodule.batch_size=256"]
 
 
 def fails(cwd: Path, *overrides: str, env: dict | None = None) -> str:
@@ -109,7 +108,7 @@ def test_empty_class_folder(tmp_path, digits):
     for image in (digits / "train" / "3").iterdir():
         image.unlink()
     before = fingerprint(digits)
-    output = fails(tmp_path, "datamodule=image_folder", f"datamodule.root={digits}", *FAST)
+    output = fails(tmp_path, "datamodule=image_folder", f"datamodule.root={digits}", *fast())
     assert f"class folder {digits / 'train' / '3'} holds no images" in output
     assert fingerprint(digits) == before
 
@@ -118,19 +117,19 @@ def test_corrupt_image(tmp_path, digits):
     broken = next((digits / "test" / "7").iterdir())
     broken.write_bytes(b"not a png")
     before = fingerprint(digits)
-    output = fails(tmp_path, "datamodule=image_folder", f"datamodule.root={digits}", *FAST)
+    output = fails(tmp_path, "datamodule=image_folder", f"datamodule.root={digits}", *fast())
     assert f"cannot read image {broken}" in output and "Remove or replace the file" in output
     assert fingerprint(digits) == before
 
 
 def test_class_folders_differ_between_train_and_test(tmp_path, digits):
     (digits / "test" / "9").rename(digits / "test" / "nine")
-    output = fails(tmp_path, "datamodule=image_folder", f"datamodule.root={digits}", *FAST)
+    output = fails(tmp_path, "datamodule=image_folder", f"datamodule.root={digits}", *fast())
     assert "class folders differ between train and test" in output and "'nine'" in output
 
 
 def test_fold_outside_the_folds(tmp_path):
-    output = fails(tmp_path, "datamodule.folds=3", "datamodule.fold=3", *FAST)
+    output = fails(tmp_path, "datamodule.folds=3", "datamodule.fold=3", *fast())
     message = "datamodule.fold must be an integer from 0 to 2 with datamodule.folds=3, got 3"
     assert message in output and "-m datamodule.folds=3 datamodule.fold=0,1,2" in output
     failed_with(tmp_path, message)
@@ -223,17 +222,17 @@ def test_resume_of_a_dir_that_is_not_a_run(tmp_path, kind):
 def test_output_dir_not_writable(tmp_path, where):
     # /sys refuses new folders even to root, so this holds however the tests are run
     if where == "cwd":
-        output = fails(Path("/sys"), *FAST)
+        output = fails(Path("/sys"), *fast())
         assert "cannot create the run directory /sys/outputs/" in output
     else:
-        output = fails(tmp_path, "hydra.run.dir=/sys/dlops-run", *FAST)
+        output = fails(tmp_path, "hydra.run.dir=/sys/dlops-run", *fast())
         assert "cannot create the run directory /sys/dlops-run: Operation not permitted" in output
     assert "Start train.py from a folder you can write to" in output
 
 
 def test_disk_full_while_saving_a_checkpoint(tmp_path):
     env = clean_env(DLOPS_SIMULATE_DISK_FULL="last.ckpt:2")  # the 2nd last.ckpt write fails halfway
-    output = fails(tmp_path, "trainer.max_epochs=2", "datamodule.batch_size=256", env=env)
+    output = fails(tmp_path, *fast(), env=env)
     [run_dir] = run_dirs(tmp_path)
     assert "no space left on the device while writing" in output and f"resume={run_dir}" in output
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)  # the previous one

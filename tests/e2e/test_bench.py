@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import fast
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -20,8 +21,7 @@ def test_epoch_timer_times_a_real_run(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "bench")]),
            "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "trainer.max_epochs=2",
-         "datamodule.batch_size=128",
+        [sys.executable, str(ROOT / "train.py"), *fast(),
          "+callbacks.epoch_timer._target_=epoch_timer.EpochTimer",
          f"+callbacks.epoch_timer.path={timing}"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

@@ -5,6 +5,8 @@ metric, sweeps, resume, report, DDP), and the bundled regression example."""
 import csv
 import json
 import signal
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -201,15 +203,55 @@ def test_their_model_runs_under_ddp_and_debug_fast(project):
     run(project, "experiment=cancer", "debug=fast")
     runs = run_dirs(project / "work")
     assert [summary(d)["status"] for d in runs] == ["completed", "completed"]
+    assert len(list((project / "work" / "outputs").glob("*/*"))) == 2  # rank 1 made no dir
+    # only rank 0 wrote: one log, one best checkpoint, each epoch's val and train row once
+    ddp = runs[0]
+    with open(ddp / "csv" / "metrics.csv") as file:
+        rows = [tuple(row.items()) for row in csv.DictReader(file)]
+    assert len(rows) == len(set(rows)) == 2 * 2
+    assert sorted(p.name for p in ddp.glob("*.log")) == ["train.log"]
+    assert len(list((ddp / "checkpoints").glob("epoch=*.ckpt"))) == 1
     assert len(column(runs[0], "val_acc")) == 2 and len(column(runs[1], "val_acc")) == 1
 
 
+@pytest.fixture(scope="module")
+def diabetes(tmp_path_factory) -> Path:
+    """The bundled regression example, run as README shows: `python train.py experiment=diabetes`."""
+    cwd = tmp_path_factory.mktemp("diabetes")
+    train(cwd, "experiment=diabetes")
+    [run_dir] = run_dirs(cwd)
+    return run_dir
+
+
 @pytest.mark.slow
-def test_regression_example_beats_predicting_the_training_mean_by_a_fifth(tmp_path):
-    train(tmp_path, "experiment=diabetes")
-    [run_dir] = run_dirs(tmp_path)
+def test_regression_example_beats_predicting_the_training_mean_by_a_fifth(diabetes):
+    run_dir = diabetes
     info = summary(run_dir)
     mae, baseline = column(run_dir, "val_mae"), column(run_dir, "val_baseline_mae")
     assert info["status"] == "completed" and info["best_metric"] == pytest.approx(min(mae))
     assert info["best_metric"] <= 0.8 * baseline[0]
     assert info["test_metrics"]["test_mae"] < 0.8 * info["test_metrics"]["test_baseline_mae"]
+
+
+@pytest.mark.slow
+def test_a_model_of_your_own_evaluates_through_its_test_step_and_says_what_it_cannot_do(diabetes, capsys):
+    run_dir = diabetes
+    assert dlops(["eval", str(run_dir)]) == 0  # in this process: the worker has torch loaded
+    [eval_dir] = (run_dir / "eval").iterdir()
+    metrics = json.loads((eval_dir / "metrics.json").read_text())["metrics"]
+    own = summary(run_dir)["test_metrics"]
+    assert "test_mae" in own and all(abs(metrics[k] - v) <= 1e-6 for k, v in own.items())
+    assert not (eval_dir / "confusion_matrix.csv").exists()  # a regressor: metrics only
+    capsys.readouterr()
+    assert dlops(["predict", str(run_dir)]) == 2
+    message = capsys.readouterr().err
+    assert message.startswith("dlops predict: error:") and "DiabetesData has no predict_dataloader" in message
+    assert dlops(["export", str(run_dir)]) == 0
+    info = json.loads((run_dir / "export" / "model.json").read_text())
+    assert info["input"]["shape"] == ["batch", 10]
+    assert info["output"]["meaning"] == "the model's forward output"
+    assert info["verification"]["passed"] and "class_names" not in info
+    served = subprocess.run([sys.executable, "-m", "dlops.cli", "serve", str(run_dir)], env=clean_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert served.returncode == 2 and "Traceback" not in served.stderr
+    assert "dlops serve: error:" in served.stderr and "serves image classifiers only" in served.stderr

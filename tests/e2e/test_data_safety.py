@@ -5,17 +5,15 @@ import shutil
 import subprocess
 
 import pytest
-from helpers import clean_env, strict, train
+from helpers import clean_env, fast, strict, train
 
 # ---------------------------------------------------------------- a real full or read-only disk
-
 
 
 @pytest.mark.slow
 def test_a_real_full_disk_names_the_file(tmp_path, tmpfs):
     run_dir = tmpfs("700k") / "run"  # room for a run's start, not for its first checkpoints
-    result = train(tmp_path, f"hydra.run.dir={run_dir}", "trainer.max_epochs=2",
-                   "datamodule.batch_size=256", check=False)
+    result = train(tmp_path, f"hydra.run.dir={run_dir}", *fast(), check=False)
     output = result.stdout + result.stderr
     assert result.returncode == 1 and "Traceback" not in output
     message = f"no space left on the device while writing {run_dir}/checkpoints/"
@@ -27,8 +25,8 @@ def test_a_real_full_disk_names_the_file(tmp_path, tmpfs):
 @pytest.mark.slow
 def test_resume_of_a_read_only_run_dir_gets_one_message(tmp_path, tmpfs):
     run_dir = tmp_path / "outputs" / "run"
-    train(tmp_path, f"hydra.run.dir={run_dir}", "trainer.max_epochs=1", "datamodule.batch_size=256",
-          "test=false", "callbacks=none")
+    train(tmp_path, f"hydra.run.dir={run_dir}", *fast(1), "test=false",
+          "callbacks=none")
     disk = tmpfs("16m")
     shutil.copytree(run_dir, disk / "run", ignore=shutil.ignore_patterns(".dlops.lock"))
     subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)

@@ -6,11 +6,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import QUICK, ROOT, finish, mlflow_history, run_dirs, start, summary, train, wait_for
+from helpers import ROOT, fast, finish, mlflow_history, run_dirs, start, summary, train, wait_for
 from mlflow import MlflowClient
 
 MLFLOW = "logger=[csv,mlflow]"
-BATCH = "datamodule.batch_size=256"  # 15 training batches per epoch
 
 
 def code_commit() -> str | None:
@@ -30,8 +29,6 @@ def csv_history(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return {key: sorted(points) for key, points in history.items()}
 
 
-
-
 def assert_same_history(client: MlflowClient, run_id: str, run_dir: Path) -> None:
     expected, logged = csv_history(run_dir), mlflow_history(client, run_id)
     assert sorted(logged) == sorted(expected)
@@ -40,11 +37,9 @@ def assert_same_history(client: MlflowClient, run_id: str, run_dir: Path) -> Non
         assert [v for _, v in logged[key]] == pytest.approx([v for _, v in points]), key
 
 
-
-
 @pytest.mark.slow
 def test_mlflow_run_holds_config_tags_artifacts_and_the_history_of_metrics_csv(tmp_path):
-    train(tmp_path, MLFLOW, *QUICK, "tags=[mnist]", "logger.mlflow.log_checkpoints=true")
+    train(tmp_path, MLFLOW, *fast(), "tags=[mnist]", "logger.mlflow.log_checkpoints=true")
     [run_dir] = run_dirs(tmp_path)
     info = summary(run_dir)
     store = info["mlflow"]
@@ -54,7 +49,7 @@ def test_mlflow_run_holds_config_tags_artifacts_and_the_history_of_metrics_csv(t
     run = client.get_run(store["run_id"])
     assert run.info.status == "FINISHED" and run.info.experiment_id == store["experiment_id"]
     params, tags = run.data.params, run.data.tags
-    assert params["datamodule/batch_size"] == "128" and params["trainer/max_epochs"] == "2"
+    assert params["datamodule/batch_size"] == "256" and params["trainer/max_epochs"] == "2"
     assert params["parameters"] == str(info["parameters"])
     assert tags["dlops.run_dir"] == str(run_dir) and "mnist" in tags
     assert tags["dlops.overrides"] == " ".join(info["overrides"])
@@ -70,7 +65,7 @@ def test_mlflow_run_holds_config_tags_artifacts_and_the_history_of_metrics_csv(t
 
 @pytest.mark.slow
 def test_interrupted_run_is_killed_and_resume_continues_it_without_duplicate_steps(tmp_path):
-    process = start(tmp_path, MLFLOW, "trainer.max_epochs=3", BATCH)
+    process = start(tmp_path, MLFLOW, *fast(3))
     run_dir = wait_for(tmp_path, "outputs/*/*/summary.json", lambda s: s["epochs_completed"] >= 1, process)
     process.send_signal(signal.SIGTERM)
     output = finish(process)
@@ -96,7 +91,7 @@ def test_interrupted_run_is_killed_and_resume_continues_it_without_duplicate_ste
 def test_two_worker_joblib_sweep_gives_two_runs_and_a_failed_job_a_failed_run(tmp_path):
     result = train(tmp_path, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", MLFLOW,
                    "callbacks=[default,evaluation]", "callbacks.evaluation.labels=null,[a,b,c]",
-                   "trainer.max_epochs=1", "datamodule.batch_size=256", check=False)
+                   *fast(1), check=False)
     output = result.stdout + result.stderr
     assert result.returncode == 1 and "database is locked" not in output  # job 1 fails, as asked
     jobs = run_dirs(tmp_path, "multirun")
@@ -119,7 +114,7 @@ def test_two_worker_joblib_sweep_gives_two_runs_and_a_failed_job_a_failed_run(tm
 def test_store_that_is_not_a_database_stops_the_run_with_one_message(tmp_path):
     (tmp_path / "notes.db").write_text("not a database")
     result = train(tmp_path, "logger=mlflow", f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/notes.db",
-                   *QUICK, check=False)
+                   *fast(), check=False)
     output = result.stdout + result.stderr
     assert result.returncode == 1 and "Traceback" not in output
     assert f"cannot use the MLflow store sqlite:///{tmp_path}/notes.db" in output

@@ -11,27 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import report, report_json
+from helpers import fast, report, report_json
 
 from dlops.rundir.summary import read as read_summary
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-
-
-
-
-
-
-
-
 # ---- end to end: real sweeps, a killed run -------------------------------------------------
-
-# fewer batches than an epoch of the bundled digits, to keep these tests near a minute
-FAST = ["+trainer.limit_train_batches=10", "+trainer.limit_val_batches=5",
-        "+trainer.limit_test_batches=5", "callbacks.progress_bar.refresh_rate=0"]
-
 
 def train(args: list[str], cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -43,11 +30,12 @@ def train(args: list[str], cwd: Path) -> subprocess.Popen:
 def trained(tmp_path_factory) -> Path:
     """A seed x model sweep, a sweep with a failed job, and a run killed after one epoch."""
     cwd = tmp_path_factory.mktemp("e2e")
-    sweep = train(["-m", "seed=1,2", "model=mlp,cnn", "trainer.max_epochs=2", *FAST], cwd)
+    # five training batches an epoch: enough to rank the CNN jobs, a third of the time
+    sweep = train(["-m", "seed=1,2", "model=mlp,cnn", *fast(2), "+trainer.limit_train_batches=5"], cwd)
     assert sweep.wait(timeout=300) == 0, sweep.stderr.read()
     failing = train(["-m", "model.optimizer.lr=-1", "trainer.max_epochs=2"], cwd)
     failing.wait(timeout=120)
-    killed = train(["trainer.max_epochs=50", "name='<script>alert(1)</script>'", *FAST], cwd)
+    killed = train([*fast(50), "name='<script>alert(1)</script>'"], cwd)
     deadline = time.time() + 120
     while time.time() < deadline and killed.poll() is None:
         summaries = list((cwd / "outputs").glob("*/*/summary.json"))

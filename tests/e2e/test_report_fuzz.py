@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import run_dirs, train
+from helpers import fast, run_dirs, train
 
 from dlops.cli import main
 from dlops.rundir.lock import LOCK_FILE
@@ -26,7 +26,7 @@ SECONDS = 20  # far above a report of two runs (~0.1 s as JSON, ~1 s with plots)
 def real_run(tmp_path_factory) -> Path:
     """One real run with every file a report reads: summary, CSV, .hydra/, evaluation PNGs."""
     cwd = tmp_path_factory.mktemp("real")
-    train(cwd, "trainer.max_epochs=2", "datamodule.batch_size=256", "test=false",
+    train(cwd, *fast(), "test=false",
           "callbacks=[default,evaluation]")
     [run_dir] = run_dirs(cwd)
     assert (run_dir / "plots" / "roc.png").is_file()

@@ -1,4 +1,4 @@
-"""Resume after a crash: SIGKILL, SIGTERM and SIGINT mid-run, then `resume=`; sweeps; the parts."""
+"""Resume after a crash, through `python train.py`: SIGKILL, SIGTERM and SIGINT mid-run, then `resume=`."""
 
 import signal
 from pathlib import Path
@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import (
+    STEPS_PER_EPOCH,
     epochs_with,
+    fast,
     finish,
     metric_rows,
     run_dirs,
@@ -22,9 +24,6 @@ from wandb_records import offline_runs, run_contents
 
 from dlops.rundir import layout
 
-BATCH = "datamodule.batch_size=256"  # 15 training batches per epoch
-STEPS_PER_EPOCH = 15
-
 
 def fingerprint(folder: Path) -> dict[str, bytes]:
     """Every file's bytes; of train.log, to which each start appends, only the first line; not the
@@ -39,7 +38,7 @@ def fingerprint(folder: Path) -> dict[str, bytes]:
 @pytest.mark.slow
 def test_sigkill_after_epoch_3_then_resume_completes_with_each_row_once(tmp_path):
     epochs = 10  # ample room: killed as soon as epoch 3 is seen done, however fast the machine
-    process = start(tmp_path, f"trainer.max_epochs={epochs}", BATCH, "checkpoint_every_n_steps=5")
+    process = start(tmp_path, *fast(epochs), "checkpoint_every_n_steps=5")
     run_dir = wait_for(tmp_path, "outputs/*/*/summary.json", lambda s: s["epochs_completed"] >= 3, process)
     process.kill()
     process.wait()
@@ -67,7 +66,7 @@ def test_sigkill_after_epoch_3_then_resume_completes_with_each_row_once(tmp_path
 @pytest.mark.slow
 def test_sigterm_saves_last_ckpt_and_resume_continues_every_tracker(tmp_path):
     # 4 epochs: the signal, sent once epoch 1 is done, still finds the run training
-    process = start(tmp_path, "trainer.max_epochs=4", BATCH, "logger=[csv,tensorboard,wandb]")
+    process = start(tmp_path, *fast(4), "logger=[csv,tensorboard,wandb]")
     run_dir = wait_for(tmp_path, "outputs/*/*/summary.json", lambda s: s["epochs_completed"] >= 1, process)
     process.send_signal(signal.SIGTERM)
     output = finish(process)
@@ -95,7 +94,7 @@ def test_sigterm_saves_last_ckpt_and_resume_continues_every_tracker(tmp_path):
 @pytest.mark.slow
 def test_sweep_stopped_by_ctrl_c_in_job_2_resumes_only_jobs_2_and_3_exactly(tmp_path):
     # jobs 1-3 live in dirs 0-2 and train identically (only the name differs): job 1 is the reference
-    process = start(tmp_path, "-m", "name=a,b,c", "trainer.max_epochs=4", BATCH)
+    process = start(tmp_path, "-m", "name=a,b,c", *fast(4))
     wait_for(tmp_path, "multirun/*/*/1/summary.json", lambda s: s["epochs_completed"] >= 1, process)
     process.send_signal(signal.SIGINT)
     output = finish(process)
@@ -121,20 +120,8 @@ def test_sweep_stopped_by_ctrl_c_in_job_2_resumes_only_jobs_2_and_3_exactly(tmp_
 
 
 @pytest.mark.slow
-def test_resumed_sweep_whose_failed_job_fails_again_exits_1(tmp_path):
-    first = train(tmp_path, "-m", "model.optimizer.lr=0.001,-1", "trainer.max_epochs=1", BATCH,
-                  check=False)
-    assert first.returncode == 1 and "1 of 2 jobs did not complete" in first.stderr
-    [sweep] = tmp_path.glob("multirun/*/*")
-    again = train(tmp_path, "-m", f"resume={sweep}", check=False)
-    # job 0 is done and not counted; job 1 was tried again and still cannot run
-    assert again.returncode == 1, again.stdout[-2000:] + again.stderr[-2000:]
-    assert "1 of 1 jobs did not complete: job 1" in again.stderr and "lr must be" in again.stderr
-
-
-@pytest.mark.slow
 def test_completed_run_says_so_and_can_be_extended(tmp_path):
-    train(tmp_path, "trainer.max_epochs=1", BATCH)
+    train(tmp_path, *fast(1))
     [run_dir] = run_dirs(tmp_path)
     # train.log gets the resume's lines, the lock file the name of its latest holder
     files = {p: p.read_bytes() for p in run_dir.rglob("*")
@@ -152,7 +139,7 @@ def test_completed_run_says_so_and_can_be_extended(tmp_path):
     assert info["status"] == "completed" and info["epochs_completed"] == 2 and info["max_epochs"] == 2
     rows = metric_rows(run_dir)
     assert epochs_with(rows, "val_loss") == [0, 1] and epochs_with(rows, "test_loss") == [2]
-    assert [a["overrides"] for a in info["attempts"]] == [["trainer.max_epochs=1", BATCH],
+    assert [a["overrides"] for a in info["attempts"]] == [fast(1),
                                                          ["trainer.max_epochs=2"]]
 
 

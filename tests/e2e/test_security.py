@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TRAIN, clean_env, run_dirs, summary, train
+from helpers import TRAIN, clean_env, fast, run_dirs, summary, train
 
+from dlops.cli import main as dlops
 from dlops.errors import ConfigError
 from dlops.models.classifier import Classifier
 from dlops.rundir import lock
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.slow
 def finished(tmp_path_factory) -> Path:
     """One real completed run (1 epoch, no test), shared by the tests of this module."""
     cwd = tmp_path_factory.mktemp("finished")
-    train(cwd, "trainer.max_epochs=1", "datamodule.batch_size=256", "test=false")
+    train(cwd, *fast(1), "test=false")
     [run_dir] = run_dirs(cwd)
     return run_dir
 
@@ -106,10 +107,8 @@ def test_eval_and_export_of_a_crafted_checkpoint_use_its_weights_and_never_its_t
     marker = tmp_path / "marker"
     for part in ("net", "optimizer"):
         crafted = craft(run_dir / "checkpoints" / "last.ckpt", tmp_path / f"{part}.ckpt", marker, part)
-        result = subprocess.run([sys.executable, "-m", "dlops.cli", command, str(run_dir), "--ckpt",
-                                 str(crafted)], cwd=tmp_path, env=clean_env(), capture_output=True,
-                                text=True, timeout=300)
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        # in this process: a payload that ran would write the marker here and now
+        assert dlops([command, str(run_dir), "--ckpt", str(crafted)]) == 0
         assert not marker.exists()
 
 
@@ -158,8 +157,7 @@ def test_two_resumes_of_one_run_at_once_one_runs_the_other_is_refused(tmp_path, 
 def test_two_runs_into_one_hydra_run_dir_at_once(tmp_path):
     run_dir = tmp_path / "shared"
     (refused_code, refused, _), (code, output, _) = race(
-        tmp_path, f"hydra.run.dir={run_dir}", "trainer.max_epochs=2", "datamodule.batch_size=256",
-        "test=false")
+        tmp_path, f"hydra.run.dir={run_dir}", *fast(), "test=false")
     assert code == 0, output[-3000:]
     assert refused_code == 1 and "Traceback" not in refused
     assert "is in use by another process (pid" in refused
@@ -173,8 +171,8 @@ def test_a_sweep_job_whose_dir_is_held_is_refused_and_the_sweep_goes_on(tmp_path
     (sweep / "0").mkdir(parents=True)
     lock.acquire(sweep / "0")  # this pytest process holds job 0's dir
     try:
-        result = train(tmp_path, "-m", f"hydra.sweep.dir={sweep}", "seed=1,2", "trainer.max_epochs=1",
-                       "datamodule.batch_size=256", "test=false", check=False)
+        result = train(tmp_path, "-m", f"hydra.sweep.dir={sweep}", "seed=1,2", *fast(1),
+                       "test=false", check=False)
     finally:
         lock.release(sweep / "0")
     assert result.returncode == 1

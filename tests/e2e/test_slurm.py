@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import QUICK, ROOT, TRAIN, clean_env, summary, train
+from helpers import ROOT, TRAIN, clean_env, fast, summary, train
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 SLURM = ["hydra/launcher=submitit_slurm"]
@@ -110,7 +110,7 @@ def slurm_job(run_dir: Path) -> str:
 
 def test_scancel_of_one_job_ends_the_sweep_with_its_summary_and_resume_continues_it(tmp_path):
     epochs = 12
-    sweep = start_sweep(tmp_path, f"trainer.max_epochs=2,{epochs},0", "datamodule.batch_size=128", *PACE)
+    sweep = start_sweep(tmp_path, *fast(f"2,{epochs},0"), *PACE)
     wait_until(lambda: list((tmp_path / "multirun").glob("*/*/1/csv/metrics.csv")), sweep, "job 1 to train")
     job_dir = sweep_dir(tmp_path) / "1"
     wait_until(lambda: len(epochs_with(job_dir, "val_loss")) >= 2, sweep, "job 1's second epoch")
@@ -138,10 +138,13 @@ def test_scancel_of_one_job_ends_the_sweep_with_its_summary_and_resume_continues
 def test_time_limit_and_preemption_requeue_and_resume_to_an_uninterrupted_runs_weights(tmp_path):
     # SLURM's limits are whole minutes and it checks them every 30 s, sending the signal once within
     # signal_delay_s + 30 s of the limit: 60-90 s into each attempt of 2 minutes here. 40 epochs of
-    # at least 2.5 s each cannot finish within one attempt, however fast the machine.
+    # at least 2.5 s each cannot finish within the first attempt, however fast the machine; a
+    # requeued job trains at full speed, done long before its own signal (with a 1-minute limit
+    # that could come at once, in any attempt).
     epochs = 40
-    same = [f"trainer.max_epochs={epochs}", "datamodule.batch_size=128", "test=false"]
-    sweep = start_sweep(tmp_path, *same, *PACE[:1], "+callbacks.pace.seconds=2.5", "name=limit,preempt",
+    same = [*fast(epochs), "test=false"]
+    sweep = start_sweep(tmp_path, *same, *PACE[:1], "+callbacks.pace.seconds=2.5",
+                        "+callbacks.pace.first_attempt_only=true", "name=limit,preempt",
                         "hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=30",
                         "hydra.launcher.max_num_timeout=6")
     wait_until(lambda: len(list((tmp_path / "multirun").glob("*/*/1/csv/metrics.csv"))) == 1,
@@ -160,7 +163,7 @@ def test_time_limit_and_preemption_requeue_and_resume_to_an_uninterrupted_runs_w
     for name in ("0", "1"):
         run_dir = sweep_dir(tmp_path) / name
         info = summary(run_dir)
-        assert info["status"] == "completed" and len(info["attempts"]) >= 2
+        assert info["status"] == "completed" and len(info["attempts"]) == 2
         assert epochs_with(run_dir, "val_loss") == list(range(epochs))  # each epoch's row exactly once
         assert epochs_with(run_dir, "train_loss") == list(range(epochs))
         mine = weights(run_dir)
@@ -172,7 +175,7 @@ def test_time_limit_and_preemption_requeue_and_resume_to_an_uninterrupted_runs_w
 
 
 def test_ddp_job_where_slurm_starts_both_ranks_matches_ddp_run_directly(tmp_path):
-    ddp = ["trainer=ddp_cpu", "trainer.devices=2", *QUICK, "seed=7"]
+    ddp = ["trainer=ddp_cpu", "trainer.devices=2", *fast(), "seed=7"]
     sweep = start_sweep(tmp_path, *ddp, "hydra.launcher.tasks_per_node=2")
     direct = tmp_path / "direct"
     train(tmp_path, *ddp, f"hydra.run.dir={direct}", env=env())

@@ -12,13 +12,6 @@ from omegaconf import OmegaConf
 
 from dlops.cli import main
 
-# one batch per stage: the whole pipeline (fit, checkpoints, test, summary) in seconds
-FAST = ["debug=fast"]
-
-
-
-
-
 
 def one_sweep_dir(cwd: Path) -> Path:
     """The only sweep dir under cwd/multirun/<date>/: `dlops.unique_dir` resolved once per sweep."""
@@ -42,8 +35,8 @@ def assert_complete(run_dir: Path) -> None:
 
 
 @pytest.mark.slow
-def test_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
-    result = train(tmp_path, "-m", "model.optimizer.lr=0.001,-1,0.01", *FAST, check=False)
+def test_failing_job_is_recorded_the_sweep_goes_on_and_its_resume_fails_it_again(tmp_path):
+    result = train(tmp_path, "-m", "model.optimizer.lr=0.001,-1,0.01", "debug=fast", check=False)
     assert result.returncode == 1
     sweep = one_sweep_dir(tmp_path)
     jobs = run_dirs(tmp_path, "multirun")
@@ -59,10 +52,15 @@ def test_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert "job 1 (model.optimizer.lr=-1 debug=fast): failed" in result.stderr
     assert "best val_loss" in result.stdout
 
+    again = train(tmp_path, "-m", f"resume={sweep}", check=False)
+    # jobs 0 and 2 are done and not counted; job 1 was tried again and still cannot run
+    assert again.returncode == 1, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "1 of 1 jobs did not complete: job 1" in again.stderr and "lr must be" in again.stderr
+
 
 @pytest.mark.slow
 def test_diverging_run_stops_with_status_diverged(tmp_path):
-    result = train(tmp_path, "model.optimizer.lr=1e30", *FAST, "trainer.max_epochs=3", check=False)
+    result = train(tmp_path, "model.optimizer.lr=1e30", "debug=fast", "trainer.max_epochs=3", check=False)
     assert result.returncode == 1
     info = summary(run_dirs(tmp_path)[0])
     assert info["status"] == "diverged" and info["epochs_completed"] < 3
@@ -70,23 +68,8 @@ def test_diverging_run_stops_with_status_diverged(tmp_path):
 
 
 @pytest.mark.slow
-def test_joblib_runs_jobs_at_the_same_time(tmp_path):
-    train(tmp_path, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=1,2,3,4", *FAST)
-    sweep = one_sweep_dir(tmp_path)
-    jobs = run_dirs(tmp_path, "multirun")
-    assert [d.name for d in jobs] == ["0", "1", "2", "3"] and {d.parent for d in jobs} == {sweep}
-    for run_dir in jobs:
-        assert_complete(run_dir)
-    spans = [(s["started_at_unix"], s["started_at_unix"] + s["duration_s"]) for s in map(summary, jobs)]
-    overlapping = [(a, b) for a in spans for b in spans if a < b and b[0] < a[1]]
-    assert overlapping, f"no two jobs ran at the same time: {spans}"
-    assert len({summary(d)["pid"] for d in jobs}) == 2  # two worker processes
-    assert len(sweep_rows(sweep)) == 4
-
-
-@pytest.mark.slow
 def test_submitit_local_keeps_the_run_dir_contract(tmp_path):
-    train(tmp_path, "-m", "hydra/launcher=submitit_local", "seed=1,2", *FAST)
+    train(tmp_path, "-m", "hydra/launcher=submitit_local", "seed=1,2", "debug=fast")
     sweep = one_sweep_dir(tmp_path)
     jobs = run_dirs(tmp_path, "multirun")
     assert [d.name for d in jobs] == ["0", "1"] and {d.parent for d in jobs} == {sweep}
@@ -97,7 +80,7 @@ def test_submitit_local_keeps_the_run_dir_contract(tmp_path):
 
 @pytest.mark.slow
 def test_optuna_study_continues_in_the_same_sweep_dir(tmp_path):
-    study = ["-m", "hparams_search=mnist_optuna", "hydra.sweep.dir=multirun/study", *FAST]
+    study = ["-m", "hparams_search=mnist_optuna", "hydra.sweep.dir=multirun/study", "debug=fast"]
     train(tmp_path, *study, "hydra.sweeper.n_trials=4")
     first = OmegaConf.load(tmp_path / "multirun/study/best.json")
     train(tmp_path, *study, "hydra.sweeper.n_trials=2", "hydra.sweeper.pruner=null")
@@ -136,7 +119,7 @@ def test_unpromising_trial_is_pruned_in_its_summary_the_sweep_summary_and_the_st
     # every searched key fixed, so the trials differ only in lr: trial 0 learns, trial 1 (lr 1e-7)
     # still has its initial loss after epoch 1, worse than trial 0's at that epoch
     study = ["-m", "hparams_search=mnist_optuna", "hydra.sweep.dir=study", "hydra.sweeper.n_trials=1",
-             "model.net.hidden_sizes=[64]", "datamodule.batch_size=128", *FAST, "trainer.max_epochs=3",
+             "model.net.hidden_sizes=[64]", "datamodule.batch_size=128", "debug=fast", "trainer.max_epochs=3",
              "trainer.limit_train_batches=5", "hydra.sweeper.pruner.n_startup_trials=1",
              "hydra.sweeper.pruner.n_warmup_steps=0"]
     train(tmp_path, *study, "model.optimizer.lr=0.01")
@@ -160,12 +143,19 @@ def test_unpromising_trial_is_pruned_in_its_summary_the_sweep_summary_and_the_st
 
 
 @pytest.mark.slow
-def test_parallel_optuna_trials_report_to_one_study(tmp_path):
+def test_parallel_optuna_trials_run_at_the_same_time_and_report_to_one_study(tmp_path):
+    # the joblib launcher as under any sweep (also tests/e2e/test_mlflow.py), here with Optuna
     train(tmp_path, "-m", "hparams_search=mnist_optuna", "hydra.sweep.dir=study", "hydra/launcher=joblib",
-          "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=4", *FAST,
+          "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=4", "debug=fast",
           "trainer.max_epochs=2", "hydra.sweeper.pruner.n_startup_trials=4")
     jobs = run_dirs(tmp_path, "study")
     assert [d.name for d in jobs] == ["0", "1", "2", "3"] and len({summary(d)["pid"] for d in jobs}) == 2
+    for run_dir in jobs:
+        assert_complete(run_dir)
+    spans = [(s["started_at_unix"], s["started_at_unix"] + s["duration_s"]) for s in map(summary, jobs)]
+    overlapping = [(a, b) for a in spans for b in spans if a < b and b[0] < a[1]]
+    assert overlapping, f"no two trials ran at the same time: {spans}"
+    assert len(sweep_rows(tmp_path / "study")) == 4
     with sqlite3.connect(tmp_path / "study/optuna.db") as db:
         assert db.execute("SELECT state FROM trials").fetchall() == [("COMPLETE",)] * 4
         assert db.execute("SELECT COUNT(*) FROM trial_intermediate_values").fetchone() == (8,)
@@ -173,7 +163,7 @@ def test_parallel_optuna_trials_report_to_one_study(tmp_path):
 
 @pytest.mark.slow
 def test_three_fold_sweep_reports_n_3_with_mean_and_std(tmp_path, capsys):
-    train(tmp_path, "-m", "hydra.sweep.dir=cv", "datamodule.folds=3", "datamodule.fold=0,1,2", *FAST)
+    train(tmp_path, "-m", "hydra.sweep.dir=cv", "datamodule.folds=3", "datamodule.fold=0,1,2", "debug=fast")
     best = [summary(tmp_path / f"cv/{n}")["best_metric"] for n in range(3)]
     assert main(["report", str(tmp_path / "cv"), "--group-by", "datamodule.folds", "--format", "json"]) == 0
     [group] = json.loads(capsys.readouterr().out)["groups"]
@@ -185,6 +175,7 @@ def test_three_fold_sweep_reports_n_3_with_mean_and_std(tmp_path, capsys):
     assert " 3 " in row and " ± " in row
 
 
+# a single DDP run (outside a sweep) is tested with a model of the user's own: tests/e2e/test_byo.py
 def assert_one_ddp_run(run_dir: Path, epochs: int) -> None:
     """Only rank 0 wrote: one set of logs and checkpoints, one metrics.csv without repeated rows."""
     assert_complete(run_dir)
@@ -198,16 +189,8 @@ def assert_one_ddp_run(run_dir: Path, epochs: int) -> None:
 
 
 @pytest.mark.slow
-def test_ddp_cpu_run_has_one_run_dir(tmp_path):
-    train(tmp_path, "trainer=ddp_cpu", *FAST, "trainer.max_epochs=2")
-    [run_dir] = run_dirs(tmp_path)
-    assert len(list((tmp_path / "outputs").glob("*/*"))) == 1
-    assert_one_ddp_run(run_dir, epochs=2)
-
-
-@pytest.mark.slow
 def test_ddp_cpu_inside_a_sweep(tmp_path):
-    train(tmp_path, "-m", "trainer=ddp_cpu", "seed=1,2", *FAST, "trainer.max_epochs=2")
+    train(tmp_path, "-m", "trainer=ddp_cpu", "seed=1,2", "debug=fast", "trainer.max_epochs=2")
     sweep = one_sweep_dir(tmp_path)
     jobs = run_dirs(tmp_path, "multirun")
     assert [d.name for d in jobs] == ["0", "1"] and {d.parent for d in jobs} == {sweep}

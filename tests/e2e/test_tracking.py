@@ -2,11 +2,14 @@
 
 import json
 import re
+import shutil
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import torch
-from helpers import clean_env, run_dirs, summary, train
+from helpers import clean_env, fast, run_dirs, summary, train
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchmetrics.functional import auroc
 from wandb_records import offline_runs, run_contents
@@ -16,12 +19,21 @@ from dlops.data.mnist import MNISTDataModule
 from dlops.models.classifier import Classifier
 
 pytestmark = pytest.mark.slow
-FAST = ["trainer.max_epochs=3", "datamodule.batch_size=128"]
 
 
-def test_tensorboard_has_val_loss_for_every_epoch(tmp_path):
-    train(tmp_path, "experiment=002", *FAST)
-    [run_dir] = run_dirs(tmp_path)
+@pytest.fixture(scope="module")
+def experiments(tmp_path_factory) -> tuple[dict[str, Path], subprocess.CompletedProcess, float]:
+    """The reference project's experiments 002 (TensorBoard), 004 (W&B) and 006 (evaluation, best
+    checkpoint) as one sweep, one process: their run dirs by name, its output and its seconds."""
+    cwd = tmp_path_factory.mktemp("experiments")
+    started = time.monotonic()
+    result = train(cwd, "-m", "experiment=002,004,006", *fast(3))
+    seconds = time.monotonic() - started
+    return {summary(d)["name"]: d for d in run_dirs(cwd, "multirun")}, result, seconds
+
+
+def test_tensorboard_has_val_loss_for_every_epoch(experiments):
+    run_dir = experiments[0]["002"]
     events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
     assert len(events.Scalars("val_loss")) == 3
     assert len(events.Scalars("train_loss")) == 3
@@ -32,32 +44,31 @@ def test_tensorboard_has_val_loss_for_every_epoch(tmp_path):
     assert summary(run_dir)["loggers"] == ["CSVLogger", "TensorBoardLogger"]
 
 
-def test_wandb_offline_without_key_or_network(tmp_path):
-    started = time.monotonic()
-    result = train(tmp_path, "experiment=004", *FAST)
-    assert time.monotonic() - started < 120  # no waiting on a network
-    assert "wandb sync" in result.stdout + result.stderr  # says once how to upload later
-    [run_dir] = run_dirs(tmp_path)
+def test_wandb_offline_without_key_or_network(experiments):
+    runs, result, seconds = experiments
+    assert seconds < 120  # no waiting on a network (the three runs together)
+    assert "wandb sync" in result.stdout + result.stderr  # says how to upload later
+    run_dir = runs["004"]
     [run_file] = offline_runs(run_dir)
     run = run_contents(run_file)
     info = summary(run_dir)
     assert run["id"] == info["wandb"]["id"] and info["wandb"]["offline"] is True
     assert (run["project"], run["name"], run["exit_code"]) == ("dlops-mnist", "004", 0)
     assert run["summary"]["val_loss"] == pytest.approx(info["last_metrics"]["val_loss"])
-    assert run["config"]["datamodule"]["batch_size"] == 128  # the resolved config
+    assert run["config"]["datamodule"]["batch_size"] == 256  # the resolved config
     assert run["config"]["model"]["net"]["hidden_sizes"] == [100]
     assert run["config"]["parameters"] == info["parameters"]
 
 
 def test_wandb_online_without_key_fails_early(tmp_path):
-    result = train(tmp_path, "logger=wandb", "logger.wandb.offline=false", *FAST, check=False)
+    result = train(tmp_path, "logger=wandb", "logger.wandb.offline=false", *fast(), check=False)
     assert result.returncode != 0
     assert "W&B online needs an API key" in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_each_sweep_job_is_its_own_wandb_run(tmp_path):
-    train(tmp_path, "-m", "logger=wandb", "seed=1,2,3", "trainer.max_epochs=1", "datamodule.batch_size=256")
+    train(tmp_path, "-m", "logger=wandb", "seed=1,2,3", *fast(1))
     jobs = run_dirs(tmp_path, "multirun")
     runs = [run_contents(f) for job in jobs for f in offline_runs(job)]
     assert len(jobs) == 3 and len(runs) == 3
@@ -67,16 +78,15 @@ def test_each_sweep_job_is_its_own_wandb_run(tmp_path):
 
 
 def test_failed_job_is_a_failed_wandb_run(tmp_path):
-    result = train(tmp_path, "experiment=005", "callbacks.evaluation.labels=[a,b,c]", *FAST, check=False)
+    result = train(tmp_path, "experiment=005", "callbacks.evaluation.labels=[a,b,c]", *fast(), check=False)
     assert result.returncode != 0 and "labels has 3 names for 2 classes" in result.stdout + result.stderr
     [run_dir] = run_dirs(tmp_path)
     assert summary(run_dir)["status"] == "failed"
     assert run_contents(offline_runs(run_dir)[0])["exit_code"] == 1
 
 
-def test_experiment_006_best_checkpoint_and_roc(tmp_path):
-    train(tmp_path, "experiment=006", *FAST)
-    [run_dir] = run_dirs(tmp_path)
+def test_experiment_006_best_checkpoint_and_roc(experiments):
+    run_dir = experiments[0]["006"]
     best = [p.name for p in (run_dir / "checkpoints").glob("006-*.ckpt")]
     assert len(best) == 1 and re.fullmatch(r"006-val_loss=\d\.\d{5}-epoch=\d+\.ckpt", best[0])
     plots = run_dir / "plots"
@@ -98,7 +108,7 @@ def test_experiment_006_best_checkpoint_and_roc(tmp_path):
 
 def test_ten_digit_evaluation_is_one_vs_rest(tmp_path):
     train(tmp_path, "datamodule.positive_digit=null", "callbacks=[default,evaluation]",
-          "trainer.max_epochs=1", "datamodule.batch_size=256")
+          *fast(1))
     result = json.loads((run_dirs(tmp_path)[0] / "plots" / "evaluation.json").read_text())
     assert result["labels"] == [str(d) for d in range(10)] and len(result["roc"]) == 10
     assert all(0.5 < auc <= 1 for auc in result["auc"].values())
@@ -106,7 +116,7 @@ def test_ten_digit_evaluation_is_one_vs_rest(tmp_path):
 
 def test_api_key_never_lands_in_the_run_dir(tmp_path):
     marker = "dlops-secret-marker-0123456789abcdef0123"
-    train(tmp_path, "logger=many", "callbacks=[default,evaluation]", "trainer.max_epochs=1",
+    train(tmp_path, "logger=many", "callbacks=[default,evaluation]", *fast(1),
           env=clean_env(WANDB_API_KEY=marker))
     [run_dir] = run_dirs(tmp_path)
     assert summary(run_dir)["wandb"]["offline"] is True  # key but no network: offline
@@ -118,9 +128,8 @@ def test_api_key_never_lands_in_the_run_dir(tmp_path):
         assert marker.encode() not in path.read_bytes(), f"API key found in {path}"
 
 
-def test_dlops_plot_draws_learning_curves(tmp_path):
-    train(tmp_path, "trainer.max_epochs=2", "datamodule.batch_size=256")
-    [run_dir] = run_dirs(tmp_path)
+def test_dlops_plot_draws_learning_curves(tmp_path, experiments):
+    run_dir = Path(shutil.copytree(experiments[0]["002"], tmp_path / "run"))
     (run_dir / "plots" / "learning_curves.png").unlink()
     assert dlops(["plot", str(run_dir)]) == 0
     assert (run_dir / "plots" / "learning_curves.png").stat().st_size > 10_000

@@ -66,8 +66,6 @@ def test_ten_digit_task():
     assert dm.num_classes == 10 and set(dm.splits["train"].labels.tolist()) == set(range(10))
 
 
-
-
 def test_torchvision_source_reads_idx_files(tmp_path):
     images, labels = write_idx(tmp_path / "MNIST" / "raw", n_train=500, n_test=100)
     dm = MNISTDataModule(source="torchvision", data_dir=str(tmp_path), download=False,

@@ -42,7 +42,6 @@ def test_a_completed_run_with_a_non_finite_monitored_metric_says_so():
 # ---------------------------------------------------------------- a real full or read-only disk
 
 
-
 def test_sweep_summary_prints_markup_and_escapes_as_text(tmp_path, capsys):
     from dlops.lifecycle.sweep import print_sweep_summary
 

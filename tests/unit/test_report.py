@@ -21,14 +21,6 @@ from dlops.rundir.summary import read as read_summary
 ROOT = Path(__file__).resolve().parents[2]
 
 
-
-
-
-
-
-
-
-
 def test_finds_run_dirs_recursively_and_tolerates_odd_folders(tmp_path: Path) -> None:
     write_run(tmp_path / "outputs" / "2026-01-01" / "10-00-00", ["seed=1"], [0.5])
     write_run(tmp_path / "multirun" / "d" / "t" / "10", ["seed=10"], [0.5])

@@ -1,4 +1,5 @@
-"""Resume after a crash: SIGKILL, SIGTERM and SIGINT mid-run, then `resume=`; sweeps; the parts."""
+"""Resume's parts in process: resumable batches, a SIGTERM at an epoch's end, the CSV logger cut back to
+the checkpoint, atomic and corrupt checkpoints, resume argv, the DDP stop check."""
 
 import csv
 import json
@@ -10,9 +11,7 @@ from types import SimpleNamespace
 import pytest
 import pytorch_lightning as pl
 import torch
-from helpers import (
-    epochs_with,
-)
+from helpers import STEPS_PER_EPOCH, epochs_with
 from omegaconf import OmegaConf
 
 from dlops.callbacks.resumable import DDP_STOP_CHECK_EVERY, Resumable
@@ -23,11 +22,6 @@ from dlops.lifecycle import checkpoints, signals
 from dlops.lifecycle.resume import _resume_argv
 from dlops.models.classifier import Classifier
 from dlops.tracking.csv_logger import CSVLogger
-
-STEPS_PER_EPOCH = 15
-
-
-
 
 # ---------------------------------------------------------------- the parts
 

@@ -30,12 +30,6 @@ def fake_job(sweep: Path, name: str, **fields) -> Path:
     return sweep / name
 
 
-
-
-
-
-
-
 # --- fast: the summary and the rank logic on made-up job dirs
 
 
