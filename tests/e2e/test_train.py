@@ -45,21 +45,15 @@ def test_default_run_trains_offline_to_97_percent(tmp_path):
     assert (run_dir / "plots" / "learning_curves.png").stat().st_size > 10_000
 
 
-def test_sweep_gives_each_job_its_own_run_dir(tmp_path):
-    train(tmp_path, "-m", *fast("1,2"))
+def test_a_sweep_of_seed_experiments_001_and_003_gives_each_job_its_own_run_dir(tmp_path):
+    train(tmp_path, "-m", "experiment=001,003", "trainer.max_epochs=1,2")
     jobs = run_dirs(tmp_path, "multirun")
-    assert [d.name for d in jobs] == ["0", "1"] and jobs[0].parent == jobs[1].parent
-    for epochs, run_dir in zip((1, 2), jobs, strict=True):
+    assert [d.name for d in jobs] == ["0", "1", "2", "3"] and len({d.parent for d in jobs}) == 1
+    assert [summary(d)["name"] for d in jobs] == ["001", "001", "003", "003"]
+    for epochs, run_dir in zip((1, 2, 1, 2), jobs, strict=True):
         assert summary(run_dir)["status"] == "completed"
         assert sorted(per_epoch(metric_rows(run_dir), "val_loss")) == list(range(epochs))
         assert list((run_dir / "checkpoints").glob("epoch=*.ckpt"))
-
-
-def test_seed_experiments_001_and_003_run(tmp_path):
-    train(tmp_path, "-m", "experiment=001,003", "trainer.max_epochs=2")
-    first, third = run_dirs(tmp_path, "multirun")
-    assert summary(first)["name"] == "001" and summary(third)["name"] == "003"
-    assert summary(third)["status"] == "completed"
 
 
 def test_two_runs_started_together_never_share_a_dir(tmp_path):
