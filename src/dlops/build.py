@@ -12,20 +12,26 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from dlops import lightning
 from dlops.data.resumable import make_training_resumable
-from dlops.errors import ConfigError
 from dlops.lifecycle import resolvers
 from dlops.rundir import layout
 
 
+def use_lightning_of(cfg: DictConfig) -> str:
+    """Choose the run's Lightning package from its model's and datamodule's classes (see
+    dlops.lightning) and point the Lightning `_target_`s of the trainer, callbacks and loggers at it."""
+    package = lightning.choose(cfg)
+    for node in ("trainer", "callbacks", "logger"):
+        if cfg.get(node):
+            lightning.for_run(cfg[node])
+    return package
+
+
 def build_datamodule(cfg: DictConfig, stage: str = "fit") -> Any:
     """Instantiate `cfg.datamodule`, prepare and set it up for `stage`; `${data:...}` then reads it."""
-    import pytorch_lightning as pl
-
     datamodule = instantiate(cfg.datamodule)
-    if not isinstance(datamodule, pl.LightningDataModule):
-        raise ConfigError(f"datamodule._target_ {cfg.datamodule.get('_target_')} made a "
-                          f"{type(datamodule).__name__}, not a LightningDataModule.")
+    lightning.check_instance(datamodule, "datamodule", "LightningDataModule")
     datamodule.prepare_data()
     datamodule.setup(stage)
     resolvers.set_datamodule(datamodule)
@@ -36,13 +42,9 @@ def build_datamodule(cfg: DictConfig, stage: str = "fit") -> Any:
 
 def build_model(cfg: DictConfig, datamodule: Any) -> Any:
     """Instantiate `cfg.model`, its `${data:...}` values read from `datamodule`."""
-    import pytorch_lightning as pl
-
     resolvers.set_datamodule(datamodule)
     model = instantiate(cfg.model)
-    if not isinstance(model, pl.LightningModule):
-        raise ConfigError(f"model._target_ {cfg.model.get('_target_')} made a "
-                          f"{type(model).__name__}, not a LightningModule.")
+    lightning.check_instance(model, "model", "LightningModule")
     return model
 
 
@@ -66,6 +68,5 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, summary: dict[str, Any], log
 
 def can_test(model: Any, datamodule: Any) -> bool:
     """Whether `test=true` can test: the model has a `test_step` and the datamodule test data."""
-    from pytorch_lightning.utilities.model_helpers import is_overridden
-
+    is_overridden = lightning.module("utilities.model_helpers").is_overridden
     return is_overridden("test_step", model) and is_overridden("test_dataloader", datamodule)

@@ -10,8 +10,7 @@ import os
 import sys
 from typing import Any
 
-from pytorch_lightning.callbacks import ProgressBar
-from pytorch_lightning.profilers import PassThroughProfiler
+from dlops import lightning
 
 
 def skip_gpu_probes() -> None:
@@ -28,12 +27,14 @@ def skip_gpu_probes() -> None:
         del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
 
 
-class NoProfiler(PassThroughProfiler):
+class NoProfiler(lightning.Adaptable):
     """Lightning's default "no profiler", without building a context manager per hook call.
 
     Lightning wraps each of the ~40 hook calls of a training step in `profiler.profile(name)`;
     the default makes a new generator-based context manager every time.
     """
+
+    lightning_base = "profilers.PassThroughProfiler"
 
     _nothing = contextlib.nullcontext()
 
@@ -52,7 +53,7 @@ def trainer_speedups(trainer_cfg: Any, callbacks: list) -> tuple[list, dict[str,
     if not trainer_cfg.get("profiler"):
         extra["profiler"] = NoProfiler()
     if not sys.stderr.isatty():  # where TQDM draws
-        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+        callbacks = [c for c in callbacks if not isinstance(c, lightning.module("callbacks").ProgressBar)]
         extra["enable_progress_bar"] = False
     return callbacks, extra
 
@@ -65,9 +66,18 @@ def quiet_lightning() -> None:
     """Silence lines Lightning prints in every run that say nothing about it: an advert for its
     cloud logger, a deprecation inside Lightning itself, and, on any machine with SLURM installed,
     a hint to start the run with `srun` (dlops submits to SLURM with hydra/launcher=submitit_slurm,
-    whose jobs Lightning recognises)."""
+    whose jobs Lightning recognises). And `import lightning` gives its logger a console handler of
+    its own, so each of its lines would print twice: the run's logging (console and train.log)
+    shows them once. Call it once the run's Lightning package is chosen (see dlops.lightning)."""
     import warnings
 
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_not_an_advert)  # once
+    lightning.module()  # imported now, so that its logging set-up is undone below
+    if "lightning" in sys.modules:
+        console = logging.getLogger("lightning")
+        for handler in [h for h in console.handlers if type(h) is logging.StreamHandler]:
+            console.removeHandler(handler)
+
+    for package in lightning.PACKAGES:  # added once: a filter object is kept only once
+        logging.getLogger(f"{package}.utilities.rank_zero").addFilter(_not_an_advert)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")

@@ -81,28 +81,37 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
                  checkpoint: str | None = None) -> float | None:
     """Instantiate everything from the config, fit (from `checkpoint` when resuming), test the
     best checkpoint, fill `summary`."""
-    import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from dlops.build import build_callbacks, build_datamodule, build_model
+    from dlops import lightning
+    from dlops.build import build_callbacks, build_datamodule, build_model, use_lightning_of
     from dlops.lifecycle.checkpoints import AtomicCheckpointIO
+    from dlops.lifecycle.provenance import code_provenance
     from dlops.overhead import quiet_lightning, skip_gpu_probes, trainer_speedups
     from dlops.readers.curves import METRICS_CSV, plot_learning_curves
+    from dlops.rundir.metrics import resolve_mode
     from dlops.tracking.loggers import finish, log_config, record_trackers
 
     skip_gpu_probes()
+    # mode=auto becomes min or max from the monitor's name, before anything trains
+    summary["mode"] = cfg.mode = resolve_mode(cfg.monitor, cfg.get("mode"))
+    summary["lightning"] = use_lightning_of(cfg)  # lightning.pytorch or pytorch_lightning
     quiet_lightning()
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    lightning.module().seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
     summary["parameters"] = sum(p.numel() for p in model.parameters())
+    summary["code"] = code_provenance(model, datamodule)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     callbacks = build_callbacks(cfg, run_dir, summary, loggers)
     callbacks, speedups = trainer_speedups(cfg.trainer, callbacks)
+    # what built each hyperparameter that is not plain data (a template-style module's net):
+    # stored in checkpoints in its place
+    built_from = {node: OmegaConf.to_container(cfg[node], resolve=True) for node in ("model", "datamodule")}
     status, objective = "failed", None
     try:
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                              plugins=[AtomicCheckpointIO()], **speedups)
+                              plugins=[AtomicCheckpointIO(built_from)], **speedups)
         prepare_relaunch(trainer, run_dir)
         record_trackers(loggers, summary)
         log_config(loggers, cfg, parameters=summary["parameters"], seed=cfg.seed, tags=summary["tags"])

@@ -77,7 +77,8 @@ SCHEMA: dict[str, Rule] = {
     "test": BOOLEAN,
     # any metric the model logs; one it never logs stops the run after its first validated epoch
     "monitor": (lambda v: isinstance(v, str) and v.strip() != "", "the name of a logged metric"),
-    "mode": one_of("min", "max"),
+    # auto: min for loss-like names, max for accuracy-like ones (dlops.rundir.metrics.infer_mode)
+    "mode": one_of("min", "max", "auto"),
     "checkpoint_every_n_steps": integer(1, also=(None,)),
     "datamodule.batch_size": integer(1),
     "datamodule.val_fraction": FRACTION,

@@ -1,6 +1,6 @@
 """The classifier: shapes, metrics, and checkpoints that load under torch's safe loading."""
 
-import pytorch_lightning as pl
+import lightning.pytorch as pl
 import torch
 
 from dlops.data.mnist import MNISTDataModule

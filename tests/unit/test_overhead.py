@@ -6,12 +6,12 @@ import os
 import runpy
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
-import pytorch_lightning as pl
 import torch
 from hydra.core.config_store import ConfigStore
+from lightning.pytorch.callbacks import TQDMProgressBar
 from omegaconf import OmegaConf
-from pytorch_lightning.callbacks import TQDMProgressBar
 from torch import nn
 
 from dlops.data.base import InMemoryDataModule

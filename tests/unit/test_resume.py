@@ -8,8 +8,8 @@ import signal
 from pathlib import Path
 from types import SimpleNamespace
 
+import lightning.pytorch as pl
 import pytest
-import pytorch_lightning as pl
 import torch
 from helpers import STEPS_PER_EPOCH, epochs_with
 from omegaconf import OmegaConf

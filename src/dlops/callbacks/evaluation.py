@@ -4,13 +4,14 @@ For dlops' Classifier and any classifier whose `forward` returns logits; other m
 skipped with one line saying why.
 """
 
+from __future__ import annotations
+
 import json
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytorch_lightning as pl
 import torch
 from torchmetrics.functional.classification import (
     binary_auroc,
@@ -22,7 +23,11 @@ from torchmetrics.functional.classification import (
 )
 
 from dlops.errors import ConfigError
+from dlops.lightning import Adaptable
 from dlops.tracking.loggers import log_figures
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +100,11 @@ def write_files(result: dict[str, Any], folder: Path) -> dict[str, Any]:
     return {"confusion_matrix": cm_fig, "roc": roc_fig}
 
 
-class EvaluationPlots(pl.Callback):
+class EvaluationPlots(Adaptable):
     """Writes `plots/` at every new best validation epoch and `plots/final/` when fitting ends,
     and logs the same figures to every active tracker that takes figures (TensorBoard, W&B, MLflow)."""
+
+    lightning_base = "callbacks.Callback"
 
     def __init__(self, output_dir: str, labels: list[str] | None = None, monitor: str = "val_loss",
                  mode: str = "min") -> None:

@@ -1,16 +1,21 @@
 """Keep `summary.json` current while a run trains, so a killed run still shows its progress."""
 
+from __future__ import annotations
+
 import contextlib
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Checkpoint
+import torch
 
 from dlops.errors import ConfigError
+from dlops.lightning import Adaptable
 from dlops.rundir import summary as run_summary
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +37,14 @@ def best_checkpoint(trainer: pl.Trainer, run_dir: str | Path) -> tuple[str | Non
     return str(path), None if score is None else float(score)
 
 
-class SummaryProgress(Checkpoint):
+class SummaryProgress(Adaptable):
     """Rewrites the run's summary at the end of every epoch with the latest metrics.
 
     A `Checkpoint` subclass so that Lightning calls it after the module's own
     `on_train_epoch_end` (where the epoch's training metrics are logged).
     """
+
+    lightning_base = "callbacks.Checkpoint"
 
     def __init__(self, run_dir: str, summary: dict[str, Any]) -> None:
         self.run_dir, self.summary = run_dir, summary
@@ -55,22 +62,47 @@ class SummaryProgress(Checkpoint):
         log.info(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {metrics}")
 
 
-class MonitorCheck(Checkpoint):
-    """Stops the run at the end of its first validated epoch when `monitor` is not among the
-    metrics the model logged, naming those it did log (Lightning would fail later, or keep no best
-    checkpoint without a word).
+class MonitorCheck(Adaptable):
+    """Stops the run, with one message, when `monitor` cannot pick a best checkpoint:
+
+    - at the end of the first validated epoch, when it is not among the metrics the model logged
+      (naming those it did log: Lightning would fail later, or keep no best checkpoint silently);
+    - under DDP, in any epoch where its value differs between processes (a metric logged without
+      `sync_dist=True`): each process would keep another "best" checkpoint, and look for a file
+      that rank 0 never wrote.
 
     A `Checkpoint` subclass placed before the others, so that it runs after the model's epoch-end
     hook (where a model may log training metrics) and before the checkpoint callbacks.
     """
 
+    lightning_base = "callbacks.Checkpoint"
+
     def __init__(self, monitor: str) -> None:
         self.monitor, self.validated, self.checked = monitor, False, False
+        self.compared_at_step = -1  # the step whose value all processes were last found to share
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.validated = self.validated or not trainer.sanity_checking
+        if not trainer.sanity_checking:
+            self._check_same_on_every_process(trainer, pl_module)
+
+    def _check_same_on_every_process(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if trainer.world_size < 2 or value is None or self.compared_at_step == trainer.global_step:
+            return
+        self.compared_at_step = trainer.global_step
+        mine = value.detach().float().reshape(1).to(pl_module.device)
+        values = trainer.strategy.all_gather(mine).flatten().cpu()  # every process calls this hook
+        if not torch.isclose(values, values[0], rtol=0, atol=0, equal_nan=True).all():
+            shown = ", ".join(f"rank {rank}: {v:.6g}" for rank, v in enumerate(values.tolist()))
+            raise ConfigError(
+                f"monitor={self.monitor} differs between the {trainer.world_size} DDP processes "
+                f"({shown}): the model logs it per process, so each would keep another best "
+                f"checkpoint. Log it synced over the processes: self.log(\"{self.monitor}\", value, "
+                "sync_dist=True), or compute it from every process's outputs (e.g. a torchmetrics metric).")
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check_same_on_every_process(trainer, pl_module)  # a training metric is known only now
         if self.checked or not self.validated:
             return
         self.checked = True

@@ -1,14 +1,18 @@
 """Pruning for trials of dlops' Optuna sweeper: report `monitor` every epoch, stop when told to."""
 
-import math
-from typing import Any
+from __future__ import annotations
 
-import pytorch_lightning as pl
+import math
+from typing import TYPE_CHECKING, Any
+
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import Checkpoint
 
 from dlops.errors import Pruned
 from dlops.lifecycle.optuna_trial import TrialRef, current_trial, load_trial
+from dlops.lightning import Adaptable
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
 
 
 def pruning_callbacks(cfg: DictConfig) -> list[pl.Callback]:
@@ -17,7 +21,7 @@ def pruning_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     return [OptunaPruning(ref, cfg.monitor)] if ref and ref.pruner else []
 
 
-class OptunaPruning(Checkpoint):
+class OptunaPruning(Adaptable):
     """At each epoch end, report `monitor` to the trial (step = epoch) and raise `Pruned` when the
     study's pruner says the trial is unpromising; the pipeline records it as status `pruned`.
 
@@ -25,6 +29,8 @@ class OptunaPruning(Checkpoint):
     metrics and after the checkpoints and summary of the epoch are written (it is added last).
     Under DDP, rank 0 reports and decides, and every rank stops together.
     """
+
+    lightning_base = "callbacks.Checkpoint"
 
     def __init__(self, ref: TrialRef, monitor: str) -> None:
         self.ref, self.monitor = ref, monitor

@@ -1,16 +1,20 @@
 """Keep a run resumable: `last.ckpt` every epoch, every N steps and when asked to stop; resume state."""
 
-from pathlib import Path
-from typing import Any
+from __future__ import annotations
 
-import pytorch_lightning as pl
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import torch
-from pytorch_lightning.callbacks import Checkpoint
 
 from dlops.errors import Interrupted
 from dlops.lifecycle import signals
+from dlops.lightning import Adaptable
 from dlops.rundir import layout
 from dlops.tracking.loggers import checkpoint_state
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
 
 # Under DDP, asking every process whether one of them was told to stop is a collective (and, on
 # GPUs, a wait for the device): ~0.25 ms a batch with gloo on a CPU. It is asked every this
@@ -18,7 +22,7 @@ from dlops.tracking.loggers import checkpoint_state
 DDP_STOP_CHECK_EVERY = 16
 
 
-class Resumable(Checkpoint):
+class Resumable(Adaptable):
     """Writes `dirpath/last.ckpt` and stores in every checkpoint what an exact resume needs.
 
     - On SIGINT/SIGTERM (see `dlops.lifecycle.signals`): at the end of the current training batch (or,
@@ -36,6 +40,8 @@ class Resumable(Checkpoint):
 
     A `Checkpoint` subclass, so Lightning runs it after the model's epoch-end hooks.
     """
+
+    lightning_base = "callbacks.Checkpoint"
 
     def __init__(self, dirpath: str | Path, every_n_train_steps: int | None = None) -> None:
         self.last_path = Path(dirpath) / layout.LAST_CHECKPOINT.name

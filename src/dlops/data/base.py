@@ -1,14 +1,19 @@
 """What every dlops datamodule shares: uint8 image tensors per split, served as sliced batches."""
 
-from dataclasses import dataclass
-from typing import Any
+from __future__ import annotations
 
-import pytorch_lightning as pl
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
 import torch
 
 from dlops.data.batches import TensorBatches
 from dlops.data.folds import check_folds, fold_split
 from dlops.errors import ConfigError
+from dlops.lightning import Adaptable
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
 
 
 @dataclass
@@ -21,7 +26,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def undersampled(self) -> "Split":
+    def undersampled(self) -> Split:
         """Every class cut to the size of the smallest, keeping a fixed random choice."""
         order = torch.randperm(len(self), generator=torch.Generator().manual_seed(0))
         labels = self.labels[order]
@@ -38,12 +43,15 @@ def _batches_trained(trainer: pl.Trainer | None) -> int:
     return trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
 
-class InMemoryDataModule(pl.LightningDataModule):
+class InMemoryDataModule(Adaptable):
     """Base class: subclasses implement `load()` returning the train, val and test splits.
 
     With `folds=K, fold=i`, train and val become fold i of a K-fold split of train + val
-    (`dlops.data.folds`), drawn from `split_seed`.
+    (`dlops.data.folds`), drawn from `split_seed`. A LightningDataModule of the run's Lightning
+    package (see dlops.lightning).
     """
+
+    lightning_base = "LightningDataModule"
 
     def __init__(self, batch_size: int = 32, seed: int = 0, balance: str | None = None,
                  folds: int | None = None, fold: int | None = None, split_seed: int = 1234) -> None:

@@ -5,13 +5,13 @@ user's own do (`python train.py experiment=diabetes`). The model learns the data
 needs (feature count, target mean and spread) from its config, `${data:NAME}` there.
 """
 
-import pytorch_lightning as pl
+import lightning as L
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 
-class DiabetesData(pl.LightningDataModule):
+class DiabetesData(L.LightningDataModule):
     """Disease progression one year on from age, sex, BMI, blood pressure and six serum values.
 
     A fixed random split into train/val/test; features standardised with the training split's
@@ -65,7 +65,7 @@ class DiabetesData(pl.LightningDataModule):
         return DataLoader(self.sets["test"], batch_size=self.batch_size)
 
 
-class DiabetesRegressor(pl.LightningModule):
+class DiabetesRegressor(L.LightningModule):
     """A small MLP predicting the standardised target; logs MAE and RMSE in the target's units,
     beside the MAE of always predicting the training mean (`*_baseline_mae`)."""
 

@@ -32,18 +32,19 @@ def test_trainer(cfg: Any, out_dir: Path) -> Any:
     """The run's Trainer settings (device, precision, limits) on one device, writing nothing."""
     from hydra.utils import instantiate
 
+    from dlops import lightning
+
     trainer_cfg = OmegaConf.masked_copy(cfg, ["trainer"]).trainer
     for key in ("strategy", "num_nodes", "callbacks", "logger", "plugins"):
         trainer_cfg.pop(key, None)
-    return instantiate(trainer_cfg, devices=1, logger=False, callbacks=[], enable_checkpointing=False,
-                       enable_progress_bar=False, enable_model_summary=False,
+    return instantiate(lightning.for_run(trainer_cfg), devices=1, logger=False, callbacks=[],
+                       enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                        default_root_dir=str(out_dir))
 
 
 def evaluate_run(run_dir: str | Path, ckpt: str = "best", overrides: list[str] | None = None) -> Path:
     """Test checkpoint `ckpt` of the run with `trainer.test`; return the eval folder it wrote."""
-    import pytorch_lightning as pl
-
+    from dlops import lightning
     from dlops.build import build_datamodule
     from dlops.callbacks.progress import scalar_metrics
     from dlops.overhead import quiet_lightning
@@ -57,8 +58,9 @@ def evaluate_run(run_dir: str | Path, ckpt: str = "best", overrides: list[str] |
         datamodule = build_datamodule(cfg, "test")
         check_same_classes(restored.model, datamodule)
     quiet_lightning()
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-    pl.seed_everything(cfg.get("seed", 0), verbose=False)
+    for package in lightning.PACKAGES:
+        logging.getLogger(package).setLevel(logging.WARNING)
+    lightning.module().seed_everything(cfg.get("seed", 0), verbose=False)
     out_dir = new_dir(restored.run_dir / layout.EVAL)
     try:
         results = test_trainer(cfg, out_dir).test(restored.model, datamodule=datamodule, verbose=False)

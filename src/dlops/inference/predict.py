@@ -69,13 +69,12 @@ def predict_run(run_dir: str | Path, inputs: list[str], ckpt: str = "best", out:
 
 def predict_with_datamodule(restored: Restored, inputs: list[str]) -> tuple[list[str], list[list[Any]]]:
     """Rows of the model's `predict_step` outputs over the datamodule's `predict_dataloader`."""
-    import pytorch_lightning as pl
-
+    from dlops import lightning
     from dlops.inference.evaluate import test_trainer
 
     model, datamodule = restored.model, restored.datamodule
     kind = type(model).__name__
-    if type(datamodule).predict_dataloader is pl.LightningDataModule.predict_dataloader:
+    if type(datamodule).predict_dataloader is lightning.module().LightningDataModule.predict_dataloader:
         raise ConfigError(
             f"{kind} is not an image classifier (predict reads image files for models with "
             f"hyperparameters class_names and input_shape and a probabilities() method), and its "

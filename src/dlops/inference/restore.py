@@ -151,7 +151,7 @@ def load_weights(model: Any, checkpoint: Path) -> int | None:
     """Load the checkpoint's `state_dict` into `model` (safe loader, strict); return its epoch."""
     from dlops.lifecycle.checkpoints import read_checkpoint
 
-    saved = read_checkpoint(checkpoint)
+    saved = read_checkpoint(checkpoint, training=False)
     try:
         model.load_state_dict(saved["state_dict"])
     except RuntimeError as exc:
@@ -162,11 +162,12 @@ def load_weights(model: Any, checkpoint: Path) -> int | None:
 
 def restore(run_dir: str | Path, ckpt: str = "best") -> Restored:
     """The run's model with the weights of checkpoint `ckpt` (best, last or a path), on its own data."""
-    from dlops.build import build_datamodule, build_model
+    from dlops.build import build_datamodule, build_model, use_lightning_of
 
     run_dir = check_run_dir(run_dir)
     checkpoint = find_checkpoint(run_dir, ckpt)
     cfg = compose_run_config(run_dir)
+    use_lightning_of(cfg)
     datamodule = build_datamodule(cfg, "fit")
     model = build_model(cfg, datamodule)
     epoch = load_weights(model, checkpoint)

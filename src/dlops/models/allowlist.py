@@ -1,14 +1,14 @@
 """What a checkpoint's hyperparameters may name: a checkpoint is data, never code.
 
 `Classifier.__init__` instantiates `net`, and `configure_optimizers` the `optimizer` and
-`scheduler`, from its hyperparameters; `load_from_checkpoint` takes those from the file. A file
+`scheduler`, from its hyperparameters; `load_from_checkpoint` takes those from the file, under
+every key Lightning reads them from (`saved_hyperparameters`). A file
 can name any importable callable there (Hydra instantiates nested `_target_`s first, so a chain
 of harmless-looking calls can write files and run commands), so every `_target_` in them is
 checked against this list before anything is called.
 """
 
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 from dlops.errors import ConfigError
@@ -70,22 +70,22 @@ def check_hyperparameters(hparams: Mapping[str, Any], source: str) -> None:
                 f"called. {HOW_TO_TRUST}")
 
 
-def peek_hyperparameters(checkpoint: Any) -> dict[str, Any]:
-    """The `hyper_parameters` of a checkpoint file (path or open file), read with torch's safe loader."""
-    import torch
+def saved_hyperparameters(checkpoint: Mapping[str, Any], cls: type) -> dict[str, Any]:
+    """Every hyperparameter Lightning's loader would pass to `cls` from `checkpoint`: under the
+    legacy keys (Lightning's own `CHECKPOINT_PAST_HPARAMS_KEYS`, read from the installed package)
+    and today's key, merged in that order."""
+    import importlib
 
-    if isinstance(checkpoint, str | Path) and Path(checkpoint).exists() and not Path(checkpoint).is_file():
-        raise ConfigError(f"checkpoint {checkpoint} is not a regular file (a folder, a device or a FIFO).")
-    position = checkpoint.tell() if hasattr(checkpoint, "seek") else None
-    try:
-        data = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ConfigError(f"checkpoint {checkpoint} does not exist.") from None
-    except Exception as exc:  # pickled objects, garbage bytes: nothing of it is used
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"checkpoint {checkpoint} cannot be loaded safely ({reason}).") from None
-    finally:
-        if position is not None:
-            checkpoint.seek(position)
-    hparams = data.get("hyper_parameters") if isinstance(data, dict) else None
-    return hparams if isinstance(hparams, dict) else {}
+    from dlops import lightning
+
+    concrete = lightning.concrete(cls)
+    saving = importlib.import_module(f"{lightning.package_of(concrete)}.core.saving")
+    merged: dict[str, Any] = {}
+    for key in (*saving.CHECKPOINT_PAST_HPARAMS_KEYS, concrete.CHECKPOINT_HYPER_PARAMS_KEY):
+        value = checkpoint.get(key)
+        if isinstance(value, Mapping):
+            merged.update(value)
+        elif value is not None:
+            raise ConfigError(f"the checkpoint's {key} is a {type(value).__name__}, not a mapping of "
+                              "hyperparameters; dlops does not load it.")
+    return merged

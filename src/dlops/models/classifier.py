@@ -1,16 +1,18 @@
 """One classifier LightningModule, generic over the net; binary or multiclass by `num_classes`."""
 
+import inspect
 import math
+from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics.functional import accuracy, auroc
 
-from dlops.errors import DivergedError
+from dlops.errors import ConfigError, DivergedError
+from dlops.lightning import Adaptable
 
 
 def _plain(value: Any) -> Any:
@@ -18,14 +20,17 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
 
 
-class Classifier(pl.LightningModule):
+class Classifier(Adaptable):
     """Classifies raw images (pixel values 0-255, normalised here on the whole batch).
 
     Two classes train one logit with BCE (the reference project's "3" vs "no 3"); more train one logit per
     class with cross entropy. `net`, `optimizer` and `scheduler` are Hydra configs: the net is
     built here with the data's shape, so hyperparameters hold only plain values and the
-    checkpoint restores itself through `Classifier.load_from_checkpoint(path)`.
+    checkpoint restores itself through `Classifier.load_from_checkpoint(path)`. A LightningModule
+    of the run's Lightning package (see dlops.lightning).
     """
+
+    lightning_base = "LightningModule"
 
     def __init__(
         self,
@@ -76,22 +81,28 @@ class Classifier(pl.LightningModule):
     def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None,  # type: ignore[override]
                              hparams_file: Any = None, strict: bool | None = None,
                              weights_only: bool | None = True, **kwargs: Any) -> "Classifier":
-        """Lightning's loader, after checking that the file's hyperparameters name only allowed
-        classes (see dlops.models.allowlist): a checkpoint never runs code. Arguments given here
-        (e.g. `net=cfg.model.net`) are code the caller trusts and replace the file's."""
-        from dlops.models.allowlist import check_hyperparameters, peek_hyperparameters
+        """A Classifier built from a checkpoint's hyperparameters with its weights, like Lightning's
+        loader, but the file is only ever read as data: torch's safe loader, and the classes its
+        hyperparameters name checked against dlops' allowlist (`dlops.models.allowlist`) before
+        anything is called, under every key Lightning reads them from (today's and the legacy
+        ones). Arguments given here (e.g. `net=cfg.model.net`) are code the caller trusts and
+        replace the file's. `weights_only=False` is refused: a checkpoint never runs code."""
+        from dlops.lifecycle.checkpoints import read_checkpoint
+        from dlops.models.allowlist import check_hyperparameters, saved_hyperparameters
 
-        hparams = {k: v for k, v in peek_hyperparameters(checkpoint_path).items() if k not in kwargs}
-        check_hyperparameters(hparams, f"checkpoint {checkpoint_path}")
+        if weights_only is False:
+            raise ConfigError("Classifier.load_from_checkpoint reads checkpoints as data only "
+                              "(weights_only=True); leave weights_only out.")
+        checkpoint = read_checkpoint(checkpoint_path, training=False)
+        hparams = saved_hyperparameters(checkpoint, cls)
         if hparams_file is not None:
-            import yaml
-
-            with open(hparams_file) as file:
-                extra = yaml.safe_load(file) or {}
-            extra = extra if isinstance(extra, dict) else {}
-            check_hyperparameters({k: v for k, v in extra.items() if k not in kwargs}, str(hparams_file))
-        return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict,
-                                            weights_only=weights_only, **kwargs)
+            hparams.update(_yaml_mapping(hparams_file))
+        hparams = {k: v for k, v in hparams.items() if k not in kwargs}
+        check_hyperparameters(hparams, f"checkpoint {checkpoint_path}")
+        accepted = inspect.signature(cls.__init__).parameters
+        model = cls(**{k: v for k, v in hparams.items() if k in accepted}, **kwargs)
+        model.load_state_dict(checkpoint["state_dict"], strict=True if strict is None else strict)
+        return model.to(map_location) if isinstance(map_location, str | torch.device) else model
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets `_current_fx_name` around every hook, ~40 times a training step, and
@@ -203,3 +214,12 @@ class Classifier(pl.LightningModule):
         # `monitor` (the run's own) is read only by ReduceLROnPlateau
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor}}
+
+
+def _yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The mapping in YAML file `path` (safe loader: data only); {} for anything else."""
+    import yaml
+
+    with open(path) as file:
+        data = yaml.safe_load(file)
+    return data if isinstance(data, dict) else {}

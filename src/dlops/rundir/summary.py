@@ -25,7 +25,7 @@ RUN_STATUSES = ("running", "completed", "failed", "interrupted", "diverged", "pr
 # whose process is gone, a summary that cannot be read, a run from before summary.json
 READER_STATUSES = ("missing", "refused", "killed", "unreadable", "unknown")
 STATUSES = RUN_STATUSES + READER_STATUSES
-PACKAGES = ("dlops", "torch", "torchvision", "pytorch-lightning", "torchmetrics", "hydra-core",
+PACKAGES = ("dlops", "torch", "torchvision", "lightning", "pytorch-lightning", "torchmetrics", "hydra-core",
             "omegaconf", "wandb", "tensorboard", "mlflow", "optuna")
 
 
@@ -146,13 +146,22 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def git_commit(cwd: str | Path) -> dict[str, Any] | None:
-    """The commit of the code in `cwd` and whether it had uncommitted changes; None outside git."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
-                              timeout=5, check=True).stdout.strip()
+def git_commit(where: str | Path) -> dict[str, Any] | None:
+    """The commit of the git checkout holding `where` (a folder, or a file), whether it had
+    uncommitted changes, and the checkout's folder; None outside git, or for a file git ignores
+    (e.g. a package installed into a virtual environment inside the checkout)."""
+    path = Path(where)
+    folder = path if path.is_dir() else path.parent
+
+    def git(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True,
+                              timeout=5, check=check)
     try:
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+        if path.is_file() and git("check-ignore", "-q", path.name, check=False).returncode == 0:
+            return None
+        return {"commit": git("rev-parse", "HEAD").stdout.strip(),
+                "dirty": bool(git("status", "--porcelain").stdout.strip()),
+                "repo": git("rev-parse", "--show-toplevel").stdout.strip()}
     except (OSError, subprocess.SubprocessError):
         return None
 

@@ -11,10 +11,9 @@ import io
 from pathlib import Path
 from typing import Any
 
-from lightning_fabric.loggers.logger import rank_zero_experiment
-from pytorch_lightning.loggers import CSVLogger as LightningCSVLogger
-from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from lightning_utilities.core.rank_zero import rank_zero_only  # the one both Lightning packages set
 
+from dlops.lightning import Adaptable
 from dlops.rundir import atomic
 from dlops.tracking.tracker import ResumePoint, Tracker
 
@@ -37,8 +36,10 @@ def write_rows(path: Path, header: list[str], rows: list[dict[str, Any]]) -> Non
     atomic.write_bytes(path, text.getvalue().encode())
 
 
-class AppendingWriter(ExperimentWriter):
+class AppendingWriter(Adaptable):
     """Keeps an existing metrics.csv (cut back to `keep_rows` rows) and appends to it."""
+
+    lightning_base = "loggers.csv_logs.ExperimentWriter"
 
     def __init__(self, log_dir: str, keep_rows: int | None = None) -> None:
         super().__init__(log_dir)
@@ -62,12 +63,14 @@ class AppendingWriter(ExperimentWriter):
         super().save()
 
 
-class CSVLogger(LightningCSVLogger, Tracker):
+class CSVLogger(Tracker):
     """`<save_dir>/<name>/metrics.csv`, one row per logging call, written at once.
 
     `keep_rows`: when resuming, the number of rows the checkpoint had seen; later rows (logged
     after that checkpoint by the attempt that died) are dropped before new ones are appended.
     """
+
+    lightning_base = "loggers.CSVLogger"
 
     def __init__(self, save_dir: str, name: str = "csv", version: str = "", prefix: str = "",
                  keep_rows: int | None = None) -> None:
@@ -84,8 +87,9 @@ class CSVLogger(LightningCSVLogger, Tracker):
         return {"csv_rows": self.rows}
 
     @property
-    @rank_zero_experiment
     def experiment(self) -> AppendingWriter:
+        if rank_zero_only.rank > 0:
+            return super().experiment  # Lightning's stand-in, which writes nothing on ranks > 0
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = AppendingWriter(self.log_dir, self.keep_rows)

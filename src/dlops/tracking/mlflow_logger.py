@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_fabric.utilities.logger import _convert_params, _flatten_dict
-from pytorch_lightning.loggers import MLFlowLogger as LightningMLFlowLogger
-from pytorch_lightning.utilities.rank_zero import rank_zero_only
+from lightning_utilities.core.rank_zero import rank_zero_only  # the one both Lightning packages set
 
 from dlops.errors import ConfigError
 from dlops.tracking.tracker import ResumePoint, Tracker, sweep_dir
@@ -69,13 +68,15 @@ def open_experiment(tracking_uri: str, name: str, artifact_location: str | None)
     return found.experiment_id
 
 
-class MLFlowLogger(LightningMLFlowLogger, Tracker):
+class MLFlowLogger(Tracker):
     """One MLflow run per dlops run, in experiment `experiment_name` of the store at `tracking_uri`.
 
     `artifact_location`: where new experiments keep artifacts; None = `artifacts/` beside a
     SQLite database. `log_checkpoints`: upload the best checkpoint(s) at the end. `run_id`: an
     existing run to continue (set by resume=).
     """
+
+    lightning_base = "loggers.MLFlowLogger"
 
     def __init__(self, tracking_uri: str, experiment_name: str = "dlops", run_name: str | None = None,
                  tags: list[str] | Mapping[str, Any] | None = None, artifact_location: str | None = None,

@@ -2,14 +2,14 @@
 
 from typing import Any
 
-from pytorch_lightning.loggers import TensorBoardLogger as LightningTensorBoardLogger
-
 from dlops.tracking.tracker import ResumePoint, Tracker
 
 
-class TensorBoardLogger(LightningTensorBoardLogger, Tracker):
+class TensorBoardLogger(Tracker):
     """Event files in `save_dir`; the config in the HPARAMS tab with the best `monitor` value as
     its `hp_metric`."""
+
+    lightning_base = "loggers.TensorBoardLogger"
 
     @classmethod
     def continue_config(cls, node: Any, point: ResumePoint) -> None:

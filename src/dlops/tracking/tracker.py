@@ -10,6 +10,8 @@ gets the defaults: no summary entry, no figures, `finalize` at the end.
 from dataclasses import dataclass, field
 from typing import Any
 
+from dlops.lightning import Adaptable
+
 # `_target_`s of logger configs written before the trackers moved into their own modules: a run
 # started then still resumes with the same files and runs
 LEGACY_TARGETS = {
@@ -28,8 +30,12 @@ class ResumePoint:
     summary: dict[str, Any] = field(default_factory=dict)  # the run's summary.json before this attempt
 
 
-class Tracker:
-    """Hooks a dlops tracker implements; every default does nothing (or what Lightning does)."""
+class Tracker(Adaptable):
+    """Hooks a dlops tracker implements; every default does nothing (or what Lightning does).
+
+    A subclass names its Lightning logger in `lightning_base` (e.g. `loggers.CSVLogger`): it is
+    made of the run's Lightning package (see dlops.lightning).
+    """
 
     @classmethod
     def continue_config(cls, node: Any, point: ResumePoint) -> None:

@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
-
 from dlops.errors import ConfigError
 from dlops.tracking.tracker import ResumePoint, Tracker, sweep_dir
 
@@ -56,12 +54,14 @@ def choose_offline(offline: bool | None) -> bool:
     return not (has_api_key() and server_reachable())
 
 
-class WandbLogger(LightningWandbLogger, Tracker):
+class WandbLogger(Tracker):
     """Lightning's WandbLogger writing to `save_dir/wandb`, offline unless online is possible.
 
     Inside a sweep, runs are grouped by the sweep directory unless `group` is given. The run id
     is chosen here, so summary.json can hold it for a resume to continue the same run.
     """
+
+    lightning_base = "loggers.WandbLogger"
 
     def __init__(self, save_dir: str, offline: bool | None = None, group: str | None = None,
                  **kwargs: Any) -> None:
