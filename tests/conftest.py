@@ -78,3 +78,12 @@ def tmpfs(tmp_path):
 def store(tmp_path_factory) -> str:
     """A new SQLite store for this module's in-process tests (making its tables takes seconds)."""
     return f"sqlite:///{tmp_path_factory.mktemp('store')}/mlflow.db"
+
+
+@pytest.fixture(autouse=True)
+def _default_lightning_package():
+    """Each test starts with dlops' default Lightning package: a command run in this process (e.g.
+    `dlops eval` of a pytorch_lightning run) makes its own package the current one."""
+    from dlops import lightning
+
+    lightning.use(lightning.DEFAULT)

@@ -67,6 +67,38 @@ def test_load_from_checkpoint_refuses_a_crafted_target_and_writes_nothing(tmp_pa
     assert genuine(torch.zeros(2, 1, 28, 28)).shape == (2,)
 
 
+def lightning_hyperparameter_keys() -> list[tuple[str, str]]:
+    """(package, key) for every checkpoint key the installed Lightning packages' loaders read
+    constructor arguments from: today's and the legacy ones."""
+    import importlib
+
+    found = []
+    for package in ("lightning.pytorch", "pytorch_lightning"):
+        saving = importlib.import_module(f"{package}.core.saving")
+        module = importlib.import_module(package).LightningModule
+        found += [(package, key) for key in (*saving.CHECKPOINT_PAST_HPARAMS_KEYS,
+                                             module.CHECKPOINT_HYPER_PARAMS_KEY)]
+    return found
+
+
+@pytest.mark.parametrize(("package", "key"), lightning_hyperparameter_keys())
+def test_load_from_checkpoint_refuses_a_payload_under_every_key_lightning_reads(tmp_path, finished,
+                                                                               package, key):
+    """Lightning merges the legacy keys `hparams` and `module_arguments` into the constructor's
+    arguments: a payload there (with no net under `hyper_parameters`) is checked like one there."""
+    from dlops import lightning
+
+    lightning.use(package)
+    marker = tmp_path / "marker"
+    data = torch.load(finished / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    net = data["hyper_parameters"].pop("net")
+    data[key] = {**(data.get(key) or {}), "net": {**net, "hidden_sizes": chained_write(marker)}}
+    torch.save(data, tmp_path / "crafted.ckpt")
+    with pytest.raises(ConfigError, match=r"names 'pathlib\.Path.*Nothing was called"):
+        Classifier.load_from_checkpoint(tmp_path / "crafted.ckpt", weights_only=True)
+    assert not marker.exists()
+
+
 def test_load_from_checkpoint_takes_the_net_from_the_caller(tmp_path, finished):
     """A caller who trusts its own config passes the net: the file's is then never looked at."""
     marker = tmp_path / "marker"

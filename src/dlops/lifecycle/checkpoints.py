@@ -139,6 +139,7 @@ def _pickled_objects(path: Path) -> list[str]:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except Exception:  # noqa: BLE001 - not a zip checkpoint at all: it is damaged
         return []
+    names = sorted(names, key=lambda name: name.startswith(("torch.", "builtins.")))  # the user's first
     return [printable(name) for name in names[:5]] + (["..."] if len(names) > 5 else [])
 
 
