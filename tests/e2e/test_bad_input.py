@@ -11,8 +11,8 @@ import shutil
 import time
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
-import pytorch_lightning as pl
 import torch
 from helpers import clean_env, fast, run_dirs, summary, train
 

@@ -66,8 +66,9 @@ class LogReg(pl.LightningModule):
     def validation_step(self, batch, batch_idx):
         x, y = batch
         logits = self(x)
-        self.log("val_loss", torch.nn.functional.binary_cross_entropy_with_logits(logits, y.float()))
-        self.log("val_acc", ((logits > 0).long() == y).float().mean())
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y.float())
+        self.log("val_loss", loss, sync_dist=True)  # one value over DDP processes
+        self.log("val_acc", ((logits > 0).long() == y).float().mean(), sync_dist=True)
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
