@@ -412,3 +412,19 @@ def test_a_summary_that_is_a_fifo_or_dev_zero_is_refused_at_once(tmp_path, finis
         assert result.returncode == 2 and "Traceback" not in output, output[-3000:]
         reason = "is not a regular file" if kind == "fifo" else "points outside the run dir"
         assert f"dlops {command}: error: {run_dir} cannot be used: summary.json {reason}" in output, output
+
+
+def test_a_second_sweep_into_a_sweep_dir_in_use_is_refused_at_once(tmp_path):
+    """One writer per sweep dir: two sweeps in one dir would each call the other's jobs refused."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    lock.acquire(sweep)  # this pytest process stands for a first sweep still running there
+    try:
+        result = train(tmp_path, "-m", f"hydra.sweep.dir={sweep}", "seed=1,2", "debug=fast", check=False)
+    finally:
+        lock.release(sweep)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output, output[-3000:]
+    assert output.count(f"{sweep} is in use by another process (pid {os.getpid()} on") == 1
+    assert "one process writes a sweep dir at a time" in output
+    assert [p.name for p in sweep.iterdir()] == [lock.LOCK_FILE]  # no job, no summary

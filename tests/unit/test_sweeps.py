@@ -155,3 +155,14 @@ def test_the_study_direction_follows_the_runs_mode_rule():
         study_direction("auto", "val_x")
     with pytest.raises(StudyError, match="hydra.sweeper.direction=up"):
         study_direction("up", "val_loss")
+
+
+def test_a_completed_job_is_never_called_refused(tmp_path):
+    from dlops.rundir import refused
+
+    sweep = tmp_path / "sweep"
+    write_run(sweep / "0", ["seed=1"], [0.5, 0.4])
+    write_run(sweep / "1", ["seed=2"], [0.5], status="interrupted")
+    for job in ("0", "1"):  # a second sweep into this dir found both jobs' dirs in use
+        refused.note(sweep, sweep / job, f"{sweep / job} is in use by another process (pid 1 on here)")
+    assert [r["status"] for r in write_sweep_summary(sweep)] == ["completed", "refused"]
