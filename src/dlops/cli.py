@@ -58,10 +58,68 @@ def report(args: argparse.Namespace) -> None:
 
 
 def check_run(args: argparse.Namespace) -> None:
-    """Refuse a dir that is not a run, or a missing checkpoint, before torch is imported (~seconds)."""
-    from dlops.inference.restore import check_run_dir, find_checkpoint
+    """Refuse a dir that is not a run, a missing checkpoint, or a config naming code that is not
+    trusted, before the model is built; with --trust, say what will be built."""
+    from omegaconf import OmegaConf
 
-    find_checkpoint(check_run_dir(args.run_dir), args.ckpt)
+    from dlops.inference import trust
+    from dlops.inference.restore import check_run_dir, compose_run_config, find_checkpoint
+
+    trust.allow_all(args.trust)
+    run_dir = check_run_dir(args.run_dir)
+    find_checkpoint(run_dir, args.ckpt)
+    config = OmegaConf.to_container(compose_run_config(run_dir, getattr(args, "overrides", ())))
+    if args.trust and (named := trust.untrusted(config)):
+        print(f"dlops {args.command}: --trust: building what {run_dir}'s config names outside the "
+              f"trusted packages: {', '.join(named)}", file=sys.stderr)
+
+
+def check_inputs(inputs: list[str]) -> None:
+    """Refuse an input that is no file or folder (a FIFO would block, /dev/zero never ends)."""
+    import os
+    import stat
+
+    from dlops.errors import ConfigError
+
+    kinds = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device",
+             stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
+    for name in inputs:
+        try:
+            kind = kinds.get(stat.S_IFMT(os.stat(name).st_mode))
+        except OSError:
+            continue  # absent or not to be looked at: predict says so
+        if kind:
+            raise ConfigError(f"{name} is {kind}, not an image file or a folder of them; give image "
+                              "files or folders.")
+
+
+def check_out(out: str | None, run_dir: str, force: bool) -> None:
+    """Refuse a `--out` that is a folder or not a plain file, one that exists (without --force),
+    and one inside a run dir other than its predict/ folder: a run's files are its record."""
+    import os
+    from pathlib import Path
+
+    from dlops.errors import ConfigError
+    from dlops.rundir import layout
+
+    if out in (None, "-"):
+        return
+    path = Path(out)
+    if path.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a file name, e.g. --out "
+                          f"{path / 'predictions.csv'}.")
+    if os.path.lexists(path) and not (path.is_file() or path.is_symlink()):
+        raise ConfigError(f"--out {out} exists and is not a regular file; give a file name.")
+    real = path.resolve()
+    for folder in real.parents:
+        if (folder / layout.HYDRA_CONFIG).exists() or (folder / layout.SUMMARY).exists():
+            if not real.is_relative_to(folder / layout.PREDICT):
+                raise ConfigError(f"--out {out} is inside the run dir {folder}, whose files are the run's "
+                                  f"record; write elsewhere, or leave out --out for "
+                                  f"{Path(run_dir) / layout.PREDICT}/<date>_<time>/predictions.csv.")
+            break
+    if os.path.lexists(path) and not force:
+        raise ConfigError(f"--out {out} exists; add --force to replace it, or give another file name.")
 
 
 def evaluate(args: argparse.Namespace) -> None:
@@ -72,6 +130,8 @@ def evaluate(args: argparse.Namespace) -> None:
 
 
 def predict(args: argparse.Namespace) -> None:
+    check_inputs(args.inputs)
+    check_out(args.out, args.run_dir, args.force)
     check_run(args)
     from dlops.inference.predict import predict_run
 
@@ -103,6 +163,8 @@ def add_after_training(commands: argparse._SubParsersAction) -> None:
     """eval, predict, export, serve: what a finished run can do (README "After training")."""
     ckpt = {"default": "best", "metavar": "best|last|PATH",
             "help": "checkpoint to use: the run's best (default), last.ckpt, or a file"}
+    trust = {"action": "store_true", "help": "build whatever the run's .hydra/config.yaml names, also "
+             "code outside dlops, torch, Lightning and DLOPS_TRUSTED_PACKAGES: for your own runs only"}
     ev = commands.add_parser(
         "eval", help="test a run's checkpoint again, on its own test split or other data",
         description="Evaluate a run's checkpoint with the run's own config through trainer.test; "
@@ -111,6 +173,7 @@ def add_after_training(commands: argparse._SubParsersAction) -> None:
     ev.add_argument("run_dir", metavar="RUN", help="run directory")
     ev.add_argument("overrides", nargs="*", metavar="OVERRIDES", help="Hydra overrides, key=value")
     ev.add_argument("--ckpt", **ckpt)
+    ev.add_argument("--trust", **trust)
     ev.set_defaults(handler=evaluate)
 
     pr = commands.add_parser(
@@ -122,7 +185,9 @@ def add_after_training(commands: argparse._SubParsersAction) -> None:
     pr.add_argument("inputs", nargs="*", metavar="INPUT", help="image file or folder")
     pr.add_argument("--out", metavar="FILE", help="CSV to write ('-' = stdout); default "
                     "RUN/predict/<date>_<time>/predictions.csv")
+    pr.add_argument("--force", action="store_true", help="replace the --out file if it exists")
     pr.add_argument("--ckpt", **ckpt)
+    pr.add_argument("--trust", **trust)
     pr.set_defaults(handler=predict)
 
     ex = commands.add_parser(
@@ -132,6 +197,7 @@ def add_after_training(commands: argparse._SubParsersAction) -> None:
     ex.add_argument("run_dir", metavar="RUN", help="run directory")
     ex.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
     ex.add_argument("--ckpt", **ckpt)
+    ex.add_argument("--trust", **trust)
     ex.set_defaults(handler=export)
 
     se = commands.add_parser(

@@ -11,6 +11,8 @@ import csv
 import hashlib
 import io
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -146,9 +148,23 @@ def test_export_at_the_end_of_training_matches_torch(work, runs, kind):
     assert np.abs(got - expected).max() <= 1e-4 and (got.argmax(1) == expected.argmax(1)).all()
 
 
-def test_export_command_records_the_checkpoint_it_exported(runs, capsys):
+def test_export_command_records_the_checkpoint_and_removes_what_killed_exports_left(runs, capsys):
     run_dir = runs["mlp-binary"]  # the quickest to export again
-    output = dlops(capsys, "export", str(run_dir), "--ckpt", "last")
+    host, dead = os.uname().nodename, subprocess.Popen(["true"])
+    dead.wait()
+    for name in (f".tmp-{dead.pid}", f".tmp-{host}-{dead.pid}"):  # kill -9 during an export leaves these
+        (run_dir / "export" / name).mkdir()
+        (run_dir / "export" / name / "model.onnx").write_bytes(b"half an export")
+    running = subprocess.Popen(["sleep", "120"])  # an export still at work in another process
+    live = run_dir / "export" / f".tmp-{host}-{running.pid}"
+    live.mkdir()
+    try:
+        output = dlops(capsys, "export", str(run_dir), "--ckpt", "last")
+        assert [p.name for p in (run_dir / "export").glob(".tmp-*")] == [live.name]
+    finally:
+        running.kill()
+        running.wait()
+        live.rmdir()
     info = json.loads((run_dir / "export" / "model.json").read_text())
     assert info["source_checkpoint"] == {
         "path": "checkpoints/last.ckpt",
@@ -247,3 +263,69 @@ def test_bad_inputs_of_eval_predict_export_serve_end_in_one_message(work, runs, 
         output = fails(capsys, "serve", str(runs["mlp-binary"]), "--port", str(port))
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in output
 
+
+
+# ---------------------------------------------------------------- where predictions go, and full disks
+
+def test_predict_out_never_replaces_a_file_unasked_nor_writes_into_a_run(work, runs, tmp_path, capsys,
+                                                                          monkeypatch):
+    monkeypatch.chdir(work)
+    run_dir, images = runs["mlp-binary"], "digits/test/3"
+    mine = tmp_path / "preds.csv"
+    mine.write_text("my notes\n")
+    output = fails(capsys, "predict", str(run_dir), images, "--out", str(mine))
+    assert f"--out {mine} exists; add --force" in output
+    assert mine.read_text() == "my notes\n"
+    dlops(capsys, "predict", str(run_dir), images, "--out", str(mine), "--force")
+    assert mine.read_text().startswith("path,predicted,p_no 3,p_3\n")
+    before = fingerprint(run_dir)
+    for inside in ("summary.json", "checkpoints/last.ckpt", "csv/metrics.csv", "notes.csv"):
+        output = fails(capsys, "predict", str(run_dir), images, "--out", str(run_dir / inside), "--force")
+        assert f"is inside the run dir {run_dir}, whose files are the run's record" in output
+    assert fingerprint(run_dir) == before
+    dlops(capsys, "predict", str(run_dir), images, "--out", str(run_dir / "predict" / "mine.csv"))
+    assert (run_dir / "predict" / "mine.csv").is_file()  # its own predict/ folder is the place
+    assert f"--out {tmp_path} is a folder; give a file name" in fails(
+        capsys, "predict", str(run_dir), images, "--out", str(tmp_path))
+    output = fails(capsys, "predict", str(run_dir), images, "--out", "/proc/dlops/preds.csv")
+    assert "cannot write --out /proc/dlops/preds.csv: No such file or directory" in output
+
+
+def test_inputs_that_are_not_files_are_named_for_what_they_are(runs, tmp_path, capsys):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    run = str(runs["mlp-binary"])
+    assert f"{fifo} is a FIFO (named pipe), not an image file" in fails(capsys, "predict", run, str(fifo))
+    assert "/dev/zero is a character device, not an image file" in fails(capsys, "predict", run, "/dev/zero")
+
+
+def fill(disk: Path) -> None:
+    """Write into `disk` until not one more byte fits."""
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (1 << 20, 1 << 12, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+
+
+def test_on_a_full_disk_eval_predict_export_say_so_and_leave_no_folders(work, runs, tmpfs, capsys,
+                                                                         monkeypatch):
+    monkeypatch.chdir(work)
+    source = runs["mlp-binary"]
+    run_dir = tmpfs("16m") / "run"
+    for name in (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "summary.json",
+                 summary(source)["best_checkpoint"]):
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / name, run_dir / name)
+    fill(run_dir.parent)
+    before = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*"))
+    for command, *inputs in (("eval",), ("predict", "digits/test/3"), ("export",)):
+        output = fails(capsys, command, str(run_dir), *inputs)
+        assert f"no space left on the device while writing {run_dir}/" in output, output
+        assert "cannot be exported" not in output
+        assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == before, command

@@ -138,7 +138,8 @@ def test_fold_outside_the_folds(tmp_path):
 def test_search_space_optuna_cannot_use(tmp_path):
     output = fails(tmp_path, "-m", "hparams_search=mnist_optuna", "hydra.sweep.dir=study", "model=glob(*)")
     assert "model=glob(*) cannot be searched by Optuna; write the space as choice(a, b)" in output
-    assert not list((tmp_path / "study").iterdir())  # stopped before the study or any trial
+    # stopped before the study or any trial: the sweep dir holds only its lock (one sweep at a time)
+    assert [p.name for p in (tmp_path / "study").iterdir()] == [".dlops.lock"]
 
 
 # ---------------------------------------------------------------- checkpoints and resume

@@ -1,6 +1,7 @@
 """`logger=mlflow` for real: the shared SQLite store read back with MlflowClient."""
 
 import csv
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -121,3 +122,30 @@ def test_store_that_is_not_a_database_stops_the_run_with_one_message(tmp_path):
     assert "Give another logger.mlflow.tracking_uri" in output
     assert summary(run_dirs(tmp_path)[0])["status"] == "failed"
     assert (tmp_path / "notes.db").read_text() == "not a database"
+
+
+@pytest.mark.slow
+def test_resuming_a_copied_run_starts_new_tracker_runs_and_leaves_the_originals_alone(tmp_path):
+    """A copy is a run of its own: the lock's message suggests copying a run to resume it."""
+    train(tmp_path, "logger=[csv,mlflow,wandb]", *fast(1), "test=false")
+    [original] = run_dirs(tmp_path)
+    first = summary(original)
+    client = MlflowClient(first["mlflow"]["tracking_uri"])
+    history = mlflow_history(client, first["mlflow"]["run_id"])
+    copy = tmp_path / "copies" / "run"
+    shutil.copytree(original, copy, ignore=shutil.ignore_patterns(".dlops.lock"))
+    result = train(tmp_path, f"resume={copy}", "trainer.max_epochs=2")
+    output = result.stdout + result.stderr
+    assert output.count(f"{copy} was started as {original}") == 1  # said once
+    info = summary(copy)
+    assert info["status"] == "completed" and info["epochs_completed"] == 2
+    assert info["run_dir"] == str(copy) and info["attempts"][-1]["copied_from"] == str(original)
+    assert info["mlflow"]["run_id"] != first["mlflow"]["run_id"]
+    assert info["wandb"]["id"] != first["wandb"]["id"]
+    assert summary(original) == first
+    old = client.get_run(first["mlflow"]["run_id"])
+    assert old.info.status == "FINISHED" and mlflow_history(client, old.info.run_id) == history
+    new = client.get_run(info["mlflow"]["run_id"])
+    assert new.info.status == "FINISHED" and new.data.tags["dlops.run_dir"] == str(copy)
+    assert len(client.get_metric_history(new.info.run_id, "val_loss")) == 1  # the epoch trained now
+    assert len(list((copy / "wandb").glob(f"offline-run-*-{info['wandb']['id']}"))) == 1

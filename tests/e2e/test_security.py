@@ -306,3 +306,158 @@ def test_read_checkpoint_says_what_is_wrong_with_a_file(tmp_path, kind):
     assert "\x1b" not in str(raised.value)
     with pytest.raises(ConfigError, match=expected[kind].replace(" training", "")):
         Classifier.load_from_checkpoint(path, weights_only=True)
+
+
+# ---------------------------------------------------------------- foreign run dirs are data
+
+class RunsId:
+    """Unpickled, runs `id` into a file: what numpy.load(allow_pickle=True) would do with it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"id > {self.marker}",)
+
+
+def with_config(run_dir: Path, **nodes) -> Path:
+    """`run_dir` with these top-level nodes of its .hydra/config.yaml replaced."""
+    import yaml
+
+    path = run_dir / ".hydra" / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    config.update(nodes)
+    path.write_text(yaml.safe_dump(config))
+    return run_dir
+
+
+def popen(marker: Path) -> dict:
+    """subprocess.Popen reached through a dlops module: a dlops name, not dlops' code."""
+    return {"_target_": "dlops.rundir.summary.subprocess.Popen", "_args_": [["sh", "-c", f"id > {marker}"]]}
+
+
+def payloads(run_dir: Path, tmp_path: Path, marker: Path) -> dict[str, dict]:
+    """Crafted datamodule and model nodes, each of which runs `id` (or could) when built."""
+    import pickle
+
+    config = yaml_load(run_dir / ".hydra" / "config.yaml")
+    dropped = tmp_path / "dropped.pkl"  # written by the config, then unpickled by it
+    chain = {"_target_": "numpy.load", "file": str(dropped), "allow_pickle": True, "encoding": "ASCII",
+             "fix_imports": {"_target_": "pathlib.Path.write_text",
+                             "_args_": [{"_target_": "pathlib.Path", "_args_": [str(dropped)]},
+                                        pickle.dumps(RunsId(marker), protocol=0).decode("ascii")]}}
+    model = config["model"]
+    return {
+        "numpy.load chain": {"datamodule": chain},
+        "re-exported class": {"datamodule": {**config["datamodule"], "batch_size": popen(marker)}},
+        "torch function": {"model": {**model, "optimizer": {"_target_": "torch.load", "_partial_": True}}},
+        "config-making resolver": {"datamodule": {
+            **config["datamodule"],
+            "batch_size": "${oc.create:{_target_: subprocess.Popen, "
+                          f"_args_: [[sh, -c, 'id > {marker}']]}}}}"}},
+    }
+
+
+def yaml_load(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.mark.parametrize("command", ["eval", "predict", "export"])
+def test_a_foreign_config_naming_code_is_refused_listing_it_and_nothing_runs(tmp_path, finished, capsys,
+                                                                            command):
+    """The reviewer's payload (pathlib.Path.write_text drops a pickle, numpy.load unpickles it) and
+    its cousins: each refused before anything is built, with what the config names."""
+    marker = tmp_path / "marker"
+    for kind, nodes in payloads(finished, tmp_path, marker).items():
+        run_dir = with_config(copy_run(finished, tmp_path / kind.replace(" ", "-")), **nodes)
+        code = dlops([command, str(run_dir)])
+        output = "".join(capsys.readouterr())
+        assert code == 2 and "Traceback" not in output, (kind, output[-3000:])
+        assert f"dlops {command}: error: {run_dir}/.hydra/config.yaml would run code" in output, kind
+        assert "refused" in output and "--trust" in output and "DLOPS_TRUSTED_PACKAGES" in output, kind
+        assert not marker.exists() and not (tmp_path / "dropped.pkl").exists(), kind
+        assert not (run_dir / command).exists() and not (run_dir / "predict").exists(), kind
+
+
+def test_the_reviewers_chain_is_listed_target_by_target(tmp_path, finished, capsys):
+    marker = tmp_path / "marker"
+    chain = payloads(finished, tmp_path, marker)["numpy.load chain"]
+    run_dir = with_config(copy_run(finished, tmp_path), **chain)
+    assert dlops(["eval", str(run_dir)]) == 2
+    output = capsys.readouterr().err
+    for line in ("datamodule._target_: numpy.load  <- refused: outside the trusted packages",
+                 "datamodule.fix_imports._target_: pathlib.Path.write_text  <- refused",
+                 "datamodule.fix_imports._args_[0]._target_: pathlib.Path  <- refused",
+                 "model._target_: dlops.models.classifier.Classifier\n"):
+        assert line in output, output
+    assert not marker.exists()
+
+
+def test_a_package_of_yours_is_built_once_trusted_or_with_trust(tmp_path, finished, capsys, monkeypatch):
+    (tmp_path / "labcode").mkdir()
+    (tmp_path / "labcode" / "__init__.py").write_text(
+        "import torch\n\nclass SGD(torch.optim.SGD):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = yaml_load(finished / ".hydra" / "config.yaml")["model"]
+    optimizer = {"_target_": "labcode.SGD", "_partial_": True, "lr": 0.1}
+    run_dir = with_config(copy_run(finished, tmp_path), model={**model, "optimizer": optimizer})
+    monkeypatch.delenv("DLOPS_TRUSTED_PACKAGES", raising=False)
+    assert dlops(["eval", str(run_dir)]) == 2
+    assert "model.optimizer._target_: labcode.SGD  <- refused: outside the trusted packages" \
+        in capsys.readouterr().err
+    assert not (run_dir / "eval").exists()
+    assert dlops(["eval", str(run_dir), "--trust"]) == 0
+    assert "--trust: building what" in capsys.readouterr().err
+    monkeypatch.setenv("DLOPS_TRUSTED_PACKAGES", "other, labcode")
+    assert dlops(["eval", str(run_dir)]) == 0
+    assert len(list((run_dir / "eval").iterdir())) == 2
+    monkeypatch.setenv("DLOPS_TRUSTED_PACKAGES", "lab code")
+    assert dlops(["eval", str(run_dir)]) == 2
+    assert "'lab code' is not a package name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_a_summary_that_is_a_fifo_or_dev_zero_is_refused_at_once(tmp_path, finished, kind):
+    """Read as `dlops report` reads it: no hang on a FIFO, no memory eaten by /dev/zero (the
+    commands run with 2 GiB of address space, so a reader that slurps /dev/zero fails fast)."""
+    import resource
+
+    run_dir = copy_run(finished, tmp_path)
+    (run_dir / "summary.json").unlink()
+    if kind == "fifo":
+        os.mkfifo(run_dir / "summary.json")
+    else:
+        (run_dir / "summary.json").symlink_to("/dev/zero")
+
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    for command in ("eval", "predict", "export"):
+        try:
+            result = subprocess.run([sys.executable, "-m", "dlops.cli", command, str(run_dir)],
+                                    env=clean_env(), capture_output=True, text=True, timeout=60,
+                                    preexec_fn=limit_memory)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"dlops {command} hung on a summary.json that is a {kind}")
+        output = result.stdout + result.stderr
+        assert result.returncode == 2 and "Traceback" not in output, output[-3000:]
+        reason = "is not a regular file" if kind == "fifo" else "points outside the run dir"
+        assert f"dlops {command}: error: {run_dir} cannot be used: summary.json {reason}" in output, output
+
+
+def test_a_second_sweep_into_a_sweep_dir_in_use_is_refused_at_once(tmp_path):
+    """One writer per sweep dir: two sweeps in one dir would each call the other's jobs refused."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    lock.acquire(sweep)  # this pytest process stands for a first sweep still running there
+    try:
+        result = train(tmp_path, "-m", f"hydra.sweep.dir={sweep}", "seed=1,2", "debug=fast", check=False)
+    finally:
+        lock.release(sweep)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output, output[-3000:]
+    assert output.count(f"{sweep} is in use by another process (pid {os.getpid()} on") == 1
+    assert "one process writes a sweep dir at a time" in output
+    assert [p.name for p in sweep.iterdir()] == [lock.LOCK_FILE]  # no job, no summary

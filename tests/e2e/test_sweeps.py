@@ -196,3 +196,77 @@ def test_ddp_cpu_inside_a_sweep(tmp_path):
     assert [d.name for d in jobs] == ["0", "1"] and {d.parent for d in jobs} == {sweep}
     for run_dir in jobs:
         assert_one_ddp_run(run_dir, epochs=2)
+
+
+# --- Optuna studies: one metric, one direction, one message per storage problem
+
+STUDY = ["-m", "hparams_search=mnist_optuna", "hydra.sweep.dir=study", "debug=fast"]
+
+
+def refused(cwd: Path, *overrides: str) -> str:
+    """Run a sweep expecting one message before any trial; return its output."""
+    result = train(cwd, *overrides, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output, output[-3000:]
+    return output
+
+
+def trials(sweep: Path) -> list[tuple[int, str]]:
+    with sqlite3.connect(sweep / "optuna.db") as db:
+        return db.execute("SELECT number, state FROM trials ORDER BY number").fetchall()
+
+
+@pytest.mark.slow
+def test_continuing_a_study_with_another_monitor_or_direction_is_refused(tmp_path):
+    train(tmp_path, *STUDY, "hydra.sweeper.n_trials=1")
+    for change, said in ((["monitor=val_acc", "mode=max"], "this sweep would maximize val_acc"),
+                         (["mode=max"], "this sweep would maximize val_loss")):
+        output = refused(tmp_path, *STUDY, "hydra.sweeper.n_trials=1", *change)
+        assert output.count("the study mnist_optuna in") == 1 and "to minimize val_loss" in output
+        assert said in output and "another hydra.sweep.dir" in output
+    assert trials(tmp_path / "study") == [(0, "COMPLETE")] and not (tmp_path / "study" / "1").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["unwritable", "unparseable", "corrupt", "no trials"])
+def test_a_storage_optuna_cannot_use_or_no_trials_is_one_message(tmp_path, case):
+    study = tmp_path / "study"
+    if case == "corrupt":
+        study.mkdir()
+        (study / "optuna.db").write_text("notes, not a database\n")
+    given = {"unwritable": ["hydra.sweeper.storage=sqlite:////proc/dlops/optuna.db"],
+             "unparseable": ["hydra.sweeper.storage=not-a-url"], "corrupt": [],
+             "no trials": ["hydra.sweeper.n_trials=-1"]}[case]
+    said = {"unwritable": "cannot use the Optuna storage sqlite:////proc/dlops/optuna.db: ",
+            "unparseable": "cannot use the Optuna storage not-a-url: ",
+            "corrupt": f"cannot use the Optuna storage sqlite:///{study}/optuna.db: file is not a database",
+            "no trials": "hydra.sweeper.n_trials=-1: a sweep runs at least one trial"}[case]
+    output = refused(tmp_path, *STUDY, *given)
+    assert output.count(said) == 1, output[-3000:]
+    assert not (study / "0").exists()
+    if case == "corrupt":
+        assert (study / "optuna.db").read_text() == "notes, not a database\n"
+
+
+@pytest.mark.slow
+def test_sweeps_creating_one_new_study_at_once_all_get_it(tmp_path):
+    """Four processes open one new study in one new SQLite file at the same moment (Optuna makes
+    its tables on first use, and two makers collided: IntegrityError)."""
+    import subprocess
+    import sys
+    import time
+
+    from helpers import clean_env
+
+    code = ("import sys, time; from hydra_plugins.dlops_optuna_sweeper.sweeper import open_study\n"
+            "start = float(sys.argv[1])\n"
+            "while time.time() < start: time.sleep(0.001)\n"
+            f"study = open_study('sqlite:///{tmp_path}/optuna.db', 'shared', 'minimize', 'val_loss', None)\n"
+            "print('opened', study.study_name, study.direction.name)\n")
+    start = time.time() + 8  # after every process has imported optuna
+    processes = [subprocess.Popen([sys.executable, "-c", code, str(start)], env=clean_env(),
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for _ in range(4)]
+    outputs = [p.communicate(timeout=120)[0] for p in processes]
+    assert all(p.returncode == 0 for p in processes), outputs
+    assert [o.strip().splitlines()[-1] for o in outputs] == ["opened shared MINIMIZE"] * 4

@@ -203,3 +203,13 @@ def train(args: list[str], cwd: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+
+
+def test_a_metric_named_like_a_column_never_overwrites_it(tmp_path: Path, capsys) -> None:
+    like_columns = {"status": 1.0, "epochs": 9.0, "duration_s": 3.0, "run_dir": 4.0, "best_val_loss": 5.0}
+    run_dir = write_run(tmp_path / "run", ["seed=1"], [0.5, 0.4],
+                        test_metrics={"test_loss": 0.41, **like_columns})
+    [row] = report_json(str(tmp_path), capsys=capsys)["runs"]
+    assert row["status"] == "completed" and row["epochs"] == 2 and row["duration_s"] == 12.5
+    assert Path(row["run_dir"]) == run_dir.resolve() and row["best_val_loss"] == 0.4
+    assert row["test_loss"] == 0.41

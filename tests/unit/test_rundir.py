@@ -10,17 +10,17 @@ from dlops.rundir import atomic, liveness, refused
 from dlops.rundir import summary as run_summary
 
 
-def test_summary_of_a_resumed_run_keeps_the_first_start_and_adds_attempts():
+def test_summary_of_a_resumed_run_keeps_the_first_start_and_adds_attempts(tmp_path):
     old = {"status": "interrupted", "started_at": "2026-01-01T10:00:00+00:00", "started_at_unix": 100.0,
            "duration_s": 30.0, "ended_at": "2026-01-01T10:00:30+00:00", "pid": 1, "host": "h",
            "overrides": ["seed=1"], "epochs_completed": 2}
-    first = run_summary.resumed(old, max_epochs=5, overrides=[], resumed_from={"epoch": 1})
+    first = run_summary.resumed(old, run_dir=tmp_path, max_epochs=5, overrides=[], resumed_from={"epoch": 1})
     assert first["started_at"] == old["started_at"] and first["status"] == "running"
     assert [a["status"] for a in first["attempts"][:-1]] == ["interrupted"]
     assert first["attempts"][0]["duration_s"] == 30.0 and first["max_epochs"] == 5
     assert first["attempts"][1]["resumed_from"] == {"epoch": 1}
     failed = {**first, "status": "failed", "duration_s": 50.0}
-    second = run_summary.resumed(failed, max_epochs=None, overrides=[], resumed_from=None)
+    second = run_summary.resumed(failed, run_dir=tmp_path, max_epochs=None, overrides=[], resumed_from=None)
     assert [a.get("duration_s") for a in second["attempts"]] == [30.0, 20.0, None]
 
 

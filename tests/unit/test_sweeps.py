@@ -4,7 +4,7 @@ from importlib.metadata import requires, version
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, sweep_rows
+from helpers import ROOT, sweep_rows, write_run
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
@@ -142,3 +142,27 @@ def test_installed_optuna_is_current_and_sqlalchemy_is_2_beside_mlflow():
     assert not any(name.startswith("hydra-optuna-sweeper") for name in requires("dlops"))
 
 
+
+
+def test_the_study_direction_follows_the_runs_mode_rule():
+    from hydra_plugins.dlops_optuna_sweeper.sweeper import StudyError, study_direction
+
+    assert study_direction("auto", "val_acc") == "maximize"
+    assert study_direction("auto", "val/loss") == "minimize"
+    assert study_direction("min", "val_acc") == "minimize"  # an explicit mode wins
+    assert study_direction("maximize", "val_loss") == "maximize"
+    with pytest.raises(StudyError, match="mode=auto cannot tell whether a larger or a smaller val_x"):
+        study_direction("auto", "val_x")
+    with pytest.raises(StudyError, match="hydra.sweeper.direction=up"):
+        study_direction("up", "val_loss")
+
+
+def test_a_completed_job_is_never_called_refused(tmp_path):
+    from dlops.rundir import refused
+
+    sweep = tmp_path / "sweep"
+    write_run(sweep / "0", ["seed=1"], [0.5, 0.4])
+    write_run(sweep / "1", ["seed=2"], [0.5], status="interrupted")
+    for job in ("0", "1"):  # a second sweep into this dir found both jobs' dirs in use
+        refused.note(sweep, sweep / job, f"{sweep / job} is in use by another process (pid 1 on here)")
+    assert [r["status"] for r in write_sweep_summary(sweep)] == ["completed", "refused"]

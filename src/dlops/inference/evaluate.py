@@ -7,14 +7,13 @@ evaluation callback draws during training. The run's own files are never changed
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from dlops.errors import ConfigError
-from dlops.inference.outdir import new_dir
+from dlops.inference.outdir import new_output_dir
 from dlops.inference.restore import compose_run_config, relative_to_run, restore
 from dlops.rundir import atomic, layout
 
@@ -61,24 +60,21 @@ def evaluate_run(run_dir: str | Path, ckpt: str = "best", overrides: list[str] |
     for package in lightning.PACKAGES:
         logging.getLogger(package).setLevel(logging.WARNING)
     lightning.module().seed_everything(cfg.get("seed", 0), verbose=False)
-    out_dir = new_dir(restored.run_dir / layout.EVAL)
-    try:
+    # a failure or Ctrl-C leaves no half-made eval for `dlops report` to show
+    with new_output_dir(restored.run_dir / layout.EVAL) as out_dir:
         results = test_trainer(cfg, out_dir).test(restored.model, datamodule=datamodule, verbose=False)
-    except BaseException:
-        shutil.rmtree(out_dir, ignore_errors=True)  # no half-made eval for `dlops report` to show
-        raise
-    record = {
-        "checkpoint": relative_to_run(restored.checkpoint, restored.run_dir),
-        "checkpoint_sha256": restored.checkpoint_sha256,
-        "epoch": restored.epoch,
-        "overrides": overrides,
-        "metrics": scalar_metrics(results[0]) if results else {},  # NaN is written as null
-        "created_at": now(),
-        "versions": package_versions(),
-    }
-    atomic.write_json(out_dir / layout.EVAL_METRICS, record)
-    atomic.write_bytes(out_dir / "config.yaml", OmegaConf.to_yaml(cfg).encode())
-    write_classifier_plots(restored.model, record, out_dir)
+        record = {
+            "checkpoint": relative_to_run(restored.checkpoint, restored.run_dir),
+            "checkpoint_sha256": restored.checkpoint_sha256,
+            "epoch": restored.epoch,
+            "overrides": overrides,
+            "metrics": scalar_metrics(results[0]) if results else {},  # NaN is written as null
+            "created_at": now(),
+            "versions": package_versions(),
+        }
+        write_classifier_plots(restored.model, record, out_dir)
+        atomic.write_bytes(out_dir / "config.yaml", OmegaConf.to_yaml(cfg).encode())
+        atomic.write_json(out_dir / layout.EVAL_METRICS, record)  # last: it says the eval is whole
     return out_dir
 
 
@@ -100,10 +96,13 @@ def print_table(out_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from dlops.rundir import summary
+    from dlops.inference.restore import run_summary
 
     record = json.loads((out_dir / layout.EVAL_METRICS).read_text())
-    own = (summary.read(out_dir.parent.parent) or {}).get("test_metrics") or {}
+    try:
+        own = (run_summary(out_dir.parent.parent) or {}).get("test_metrics") or {}
+    except ConfigError:  # a damaged summary.json: the eval's own metrics are all there is to show
+        own = {}
     table = Table(title=f"eval of {record['checkpoint']}"
                   + (f" with {' '.join(record['overrides'])}" if record["overrides"] else ""))
     for column in ("metric", "this eval", "run's own test"):

@@ -7,6 +7,7 @@ figures of the check). Both are written to a temp folder first and moved in only
 check passes, so `export/` never holds an unverified model.
 """
 
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -71,7 +72,13 @@ def to_onnx(net: torch.nn.Module, example: torch.Tensor, path: Path, names: tupl
             torch.onnx.export(net, (example,), str(path), input_names=[names[0]], output_names=[names[1]],
                               dynamic_shapes=({0: batch},), opset_version=OPSET, dynamo=True,
                               external_data=False, verbose=False)
-    except Exception as exc:  # the exporter raises many kinds; all mean "this model cannot go to ONNX"
+    except Exception as exc:  # the exporter raises many kinds; all mean "this model cannot go to ONNX" ...
+        from dlops.lifecycle.failures import causes
+
+        for cause in causes(exc):  # ... but a full disk is no fault of the model's
+            if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+                cause.filename = cause.filename or str(path)
+                raise cause from None
         reason = " ".join(str(exc).split())[:600] or type(exc).__name__
         raise ConfigError(f"{type(net).__name__} cannot be exported to ONNX: {reason}") from None
 
@@ -95,6 +102,20 @@ def describe(model: Any, inputs: torch.Tensor, names: tuple[str, str], classifie
     }
 
 
+def remove_stale_temp_dirs(export_dir: Path) -> None:
+    """Remove the temp folders of exports whose process is gone (kill -9 leaves them): this host's
+    `.tmp-<host>-<pid>`, and the `.tmp-<pid>` of earlier versions. Another host's are left alone:
+    whether its process runs cannot be told from here."""
+    from dlops.rundir.liveness import process_alive
+
+    for prefix in (f".tmp-{os.uname().nodename}-", ".tmp-"):
+        for folder in export_dir.glob(f"{prefix}*") if export_dir.is_dir() else []:
+            pid = folder.name[len(prefix):]
+            if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)) \
+                    and folder.is_dir() and not folder.is_symlink():
+                shutil.rmtree(folder, ignore_errors=True)
+
+
 def export_model(model: Any, datamodule: Any, run_dir: Path, checkpoint: Path) -> Path:
     """Export `model` with the weights of `checkpoint` into RUN/export/, verified; return model.json."""
     import onnx
@@ -110,7 +131,9 @@ def export_model(model: Any, datamodule: Any, run_dir: Path, checkpoint: Path) -
     inputs = sample_inputs(datamodule, max(BATCHES))
     inputs = inputs.float() if classifier else inputs
     export_dir = run_dir / layout.EXPORT
-    tmp = export_dir / f".tmp-{os.getpid()}"
+    remove_stale_temp_dirs(export_dir)
+    made = not export_dir.exists()
+    tmp = export_dir / f".tmp-{os.uname().nodename}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
@@ -136,6 +159,8 @@ def export_model(model: Any, datamodule: Any, run_dir: Path, checkpoint: Path) -
         os.replace(tmp / "model.json", run_dir / layout.EXPORT_INFO)  # last: it vouches for model.onnx
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if made and not any(export_dir.iterdir()):  # a failed first export leaves no empty export/
+            export_dir.rmdir()
     return run_dir / layout.EXPORT_INFO
 
 

@@ -15,7 +15,7 @@ import torch
 
 from dlops.errors import ConfigError
 from dlops.inference.classify import ClassProbabilities, is_image_classifier
-from dlops.inference.outdir import new_dir
+from dlops.inference.outdir import new_output_dir, write_out
 from dlops.inference.restore import Restored, restore
 from dlops.rundir import atomic, layout
 from dlops.serve.images import ImageError, decode_image, image_files
@@ -62,9 +62,11 @@ def predict_run(run_dir: str | Path, inputs: list[str], ckpt: str = "best", out:
     if out == "-":
         sys.stdout.write(buffer.getvalue())
         return "-"
-    path = Path(out) if out else new_dir(restored.run_dir / layout.PREDICT) / "predictions.csv"
-    atomic.write_bytes(path, buffer.getvalue().encode())
-    return str(path)
+    if out:
+        return str(write_out(Path(out), buffer.getvalue().encode()))
+    with new_output_dir(restored.run_dir / layout.PREDICT) as folder:
+        atomic.write_bytes(folder / "predictions.csv", buffer.getvalue().encode())
+    return str(folder / "predictions.csv")
 
 
 def predict_with_datamodule(restored: Restored, inputs: list[str]) -> tuple[list[str], list[list[Any]]]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from dlops.errors import ConfigError
 from dlops.rundir import layout
@@ -37,10 +38,36 @@ def check_run_dir(path: str | Path) -> Path:
     if not run_dir.is_dir():
         problem = "is not a directory" if run_dir.exists() else "does not exist"
         raise ConfigError(f"{path} {problem}; give a run directory such as outputs/<date>/<time>.")
-    if not (run_dir / RUN_CONFIG).is_file():
+    if not os.path.lexists(run_dir / RUN_CONFIG):
         raise ConfigError(f"{path} is not a dlops run directory (no .hydra/config.yaml); give a run "
                           "directory such as outputs/<date>/<time> or multirun/<date>/<time>/<job>.")
     return run_dir.resolve()
+
+
+def read_run_yaml(run_dir: Path, relative: Path) -> dict[str, Any] | None:
+    """A YAML file of the run dir as plain data, read as `dlops report` reads it (a regular file
+    inside the run dir, capped; no YAML aliases, which could expand to any size); None when absent.
+    ConfigError saying what is wrong otherwise."""
+    import yaml
+
+    from dlops.rundir.safe_read import MAX_YAML, Unreadable, read_inside
+
+    try:
+        data = read_inside(run_dir / relative, run_dir, MAX_YAML)
+        if data is None:
+            return None
+        text = data.decode("utf-8")
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text)):
+            raise Unreadable(f"{relative} holds YAML aliases, which dlops never writes")
+        node = OmegaConf.to_container(OmegaConf.create(text), resolve=False) if text.strip() else {}
+    except Unreadable as exc:
+        raise ConfigError(f"{run_dir} cannot be used: {exc}.") from None
+    except (UnicodeDecodeError, yaml.YAMLError, ValueError, OmegaConfBaseException) as exc:
+        reason = " ".join(str(exc).split())[:300]
+        raise ConfigError(f"{run_dir} cannot be used: {relative} is not a YAML mapping ({reason}).") from None
+    if not isinstance(node, dict):
+        raise ConfigError(f"{run_dir} cannot be used: {relative} is not a YAML mapping.")
+    return node
 
 
 def relative_to_run(path: Path, run_dir: Path) -> str:
@@ -60,9 +87,7 @@ def find_checkpoint(run_dir: Path, which: str = "best") -> Path:
         return path.resolve()
     relative = LAST
     if which == "best":
-        from dlops.rundir import summary
-
-        best = (summary.read(run_dir) or {}).get("best_checkpoint")
+        best = (run_summary(run_dir) or {}).get("best_checkpoint")
         relative = Path(best) if isinstance(best, str) and best else LAST  # no monitor: last is all there is
     path = (run_dir / relative).resolve()
     inside = path.is_relative_to(run_dir)
@@ -75,6 +100,19 @@ def find_checkpoint(run_dir: Path, which: str = "best") -> Path:
     return path
 
 
+def run_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The run's summary.json, read with `dlops report`'s checks (no FIFO, device or link out,
+    capped); None when absent or cut short, ConfigError when it is not to be read."""
+    from dlops.readers.discover import read_run_summary
+    from dlops.rundir.safe_read import Unreadable
+
+    try:
+        return read_run_summary(run_dir)
+    except Unreadable as exc:
+        raise ConfigError(f"{run_dir} cannot be used: {exc}. Give --ckpt last or --ckpt PATH to "
+                          "choose a checkpoint without it.") from None
+
+
 def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as file:
@@ -83,14 +121,23 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _config_dir(run_dir: Path) -> Path:
+def _runtime(hydra_yaml: dict[str, Any] | None, key: str) -> Any:
+    """`hydra.runtime.KEY` of a run's `.hydra/hydra.yaml` (plain data; None where it is not there)."""
+    node: Any = hydra_yaml
+    for part in ("hydra", "runtime", key):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _config_dir(hydra_yaml: dict[str, Any] | None) -> Path:
     """The conf/ tree the run was composed from (its primary config source), else ./conf."""
-    if (run_dir / RUN_HYDRA).is_file():
-        sources = OmegaConf.select(OmegaConf.load(run_dir / RUN_HYDRA), "hydra.runtime.config_sources") or []
-        for source in sources:
-            main = source.get("provider") == "main" and source.get("schema") == "file"
-            if main and Path(source["path"]).is_dir():
-                return Path(source["path"])
+    sources = _runtime(hydra_yaml, "config_sources")
+    for source in sources if isinstance(sources, list) else []:
+        if not isinstance(source, dict):
+            continue
+        main = source.get("provider") == "main" and source.get("schema") == "file"
+        if main and isinstance(source.get("path"), str) and Path(source["path"]).is_dir():
+            return Path(source["path"])
     return Path.cwd() / "conf"
 
 
@@ -110,21 +157,27 @@ def compose_run_config(run_dir: Path, overrides: list[str] | tuple[str, ...] = (
     Choosing an option of a config group (`datamodule=image_folder`) replaces the run's whole node
     with that option, as it would at training time, instead of merging the option into it. Paths
     that the run's config takes from Hydra (`${hydra:runtime.cwd}`, `...output_dir`) resolve as in
-    the run: to the folder training started in and to the run dir.
+    the run: to the folder training started in and to the run dir. The run dir is data: its files
+    are read with `dlops report`'s checks, and a composed config that names code outside the
+    trusted packages is refused (`dlops.inference.trust`).
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.config_store import ConfigStore
     from hydra.core.hydra_config import HydraConfig
     from hydra.errors import HydraException
     from omegaconf import open_dict, read_write
-    from omegaconf.errors import OmegaConfBaseException
 
+    from dlops.inference import trust
     from dlops.lifecycle.resolvers import register_resolvers
 
     register_resolvers()
     overrides = list(overrides)
-    conf_dir = _config_dir(run_dir)
-    node = OmegaConf.to_container(OmegaConf.load(run_dir / RUN_CONFIG), resolve=False)
+    hydra_yaml = read_run_yaml(run_dir, RUN_HYDRA)
+    conf_dir = _config_dir(hydra_yaml)
+    node = read_run_yaml(run_dir, RUN_CONFIG)
+    if node is None:
+        raise ConfigError(f"{run_dir} is not a dlops run directory (no .hydra/config.yaml).")
+    node.pop("hydra", None)  # a job's config has none; Hydra would read search paths from one
     groups = group_overrides(overrides, conf_dir)
     for group in groups:
         node.pop(group, None)  # the chosen option replaces the run's node
@@ -136,14 +189,15 @@ def compose_run_config(run_dir: Path, overrides: list[str] | tuple[str, ...] = (
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(f"the overrides {' '.join(overrides)} do not apply to the run's config: "
                           f"{' '.join(str(exc).split())}") from None
-    start_dir = OmegaConf.select(OmegaConf.load(run_dir / RUN_HYDRA), "hydra.runtime.cwd") \
-        if (run_dir / RUN_HYDRA).is_file() else None
+    start_dir = _runtime(hydra_yaml, "cwd")
     with open_dict(cfg):
-        cfg.hydra.runtime.cwd = start_dir or os.getcwd()
+        cfg.hydra.runtime.cwd = start_dir if isinstance(start_dir, str) else os.getcwd()
         cfg.hydra.runtime.output_dir = str(run_dir)
     HydraConfig.instance().set_config(cfg)  # what `${hydra:...}` reads
     with read_write(cfg), open_dict(cfg):
         del cfg["hydra"]
+    trust.check(OmegaConf.to_container(cfg, resolve=False), f"{run_dir}/{RUN_CONFIG}"
+                + (f" with {' '.join(overrides)}" if overrides else ""))
     return cfg
 
 

@@ -70,22 +70,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def direction(monitor: str, mode: str) -> str:
-    """`${dlops.direction:${monitor},${mode}}`: `minimize` or `maximize`, Optuna's words for the
-    run's mode (`auto` resolved from the monitor's name, as a run resolves it)."""
-    from dlops.rundir.metrics import resolve_mode
-
-    return f"{resolve_mode(monitor, mode)}imize"
-
-
 def register_resolvers() -> None:
     """Register `${dlops.unique_dir:...}` (cached: a config resolves it once),
-    `${dlops.hydra_subdir:...}`, `${dlops.direction:...}` and `${data:NAME}` (see `data_fact`)."""
+    `${dlops.hydra_subdir:...}` and `${data:NAME}` (see `data_fact`)."""
     if not OmegaConf.has_resolver("data"):
         OmegaConf.register_new_resolver("data", data_fact)
     if not OmegaConf.has_resolver("dlops.unique_dir"):
         OmegaConf.register_new_resolver("dlops.unique_dir", unique_dir, use_cache=True)
-    if not OmegaConf.has_resolver("dlops.direction"):
-        OmegaConf.register_new_resolver("dlops.direction", direction)
     if not OmegaConf.has_resolver("dlops.hydra_subdir"):
         OmegaConf.register_new_resolver("dlops.hydra_subdir", hydra_subdir)

@@ -238,9 +238,15 @@ def plan(cfg: DictConfig, run_dir: Path) -> Plan:
         state = saved.get("dlops") or {}
     from dlops.tracking.loggers import continue_trackers
 
-    continue_trackers(new, ResumePoint(resumed_from["global_step"] if resumed_from else 0, state, old))
-    summary = run_summary.resumed(old, max_epochs=OmegaConf.select(new, "trainer.max_epochs"),
-                                  overrides=overrides, resumed_from=resumed_from)
+    original = run_summary.copied_from(old, run_dir)
+    if original:  # its tracker runs (MLflow, W&B) are the original's: never continue those from here
+        log.warning("%s was started as %s and copied (or moved) here: it continues as a run of its "
+                    "own, with new tracker runs (MLflow, W&B); the original's are left as they are",
+                    run_dir, original)
+    continue_trackers(new, ResumePoint(resumed_from["global_step"] if resumed_from else 0, state, old,
+                                       original))
+    summary = run_summary.resumed(old, run_dir=run_dir, overrides=overrides, resumed_from=resumed_from,
+                                  max_epochs=OmegaConf.select(new, "trainer.max_epochs"))
     log.info("resuming %s (attempt %d) from %s", run_dir, len(summary["attempts"]),
              f"{LAST_CHECKPOINT} (epoch {saved['epoch']}, step {saved['global_step']})" if resumed_from
              else f"the start: there is no {LAST_CHECKPOINT} yet")

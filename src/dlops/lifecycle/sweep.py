@@ -12,9 +12,11 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from dlops.errors import ConfigError
+from dlops.lifecycle.argv import cannot_create
 from dlops.readers.discover import load_run
 from dlops.readers.report import best_value
-from dlops.rundir import atomic, layout, refused
+from dlops.rundir import atomic, layout, lock, refused
 from dlops.rundir import summary as run_summary
 from dlops.rundir.safe_text import printable
 
@@ -55,11 +57,12 @@ def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
-    """A row per job; a job whose resume this multirun refused (`refused.json`) is `refused`."""
+    """A row per job; a job whose resume this multirun refused (`refused.json`) is `refused`,
+    unless it completed all the same (another process ran it): a row says what the job is."""
     rows = [job_row(d) for d in job_dirs(sweep_dir)]
     reasons = refused.read(sweep_dir)
     for r in rows:
-        if r["run_dir"] in reasons:
+        if r["run_dir"] in reasons and r["status"] != "completed":
             r.update(status="refused", error=reasons[r["run_dir"]])
     return rows
 
@@ -137,8 +140,16 @@ class SweepSummary(Callback):
         self.earlier: dict[str, str | None] = {}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.earlier = {d.name: _summary_text(d) for d in job_dirs(config.hydra.sweep.dir)}
-        refused.clear(config.hydra.sweep.dir)
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        try:  # one sweep per sweep dir, as one process per run dir; held until this process ends
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            lock.acquire(sweep_dir, "sweep dir")
+        except ConfigError as exc:  # SystemExit: Hydra turns an Exception here into a warning
+            raise SystemExit(f"{Path(sys.argv[0]).name}: error: {exc}") from None
+        except OSError as exc:
+            raise SystemExit(cannot_create(str(sweep_dir), exc)) from None
+        self.earlier = {d.name: _summary_text(d) for d in job_dirs(sweep_dir)}
+        refused.clear(sweep_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))

@@ -162,9 +162,9 @@ def leaderboard_row(run: Run, varying: Sequence[str], metrics: Sequence[str],
     for metric in metrics:
         row[f"best_{metric}"] = best_value(run, metric, modes[metric])
         row[f"final_{metric}"] = final_value(run, metric)
-    row.update(run.test_metrics)
-    row.update(run.eval_metrics)
     row.update(duration_s=run.duration_s, run_dir=str(run.path))
+    # metric names come from the run's files: one named like a column (`status`) never replaces it
+    row.update({k: v for k, v in {**run.test_metrics, **run.eval_metrics}.items() if k not in row})
     return row
 
 

@@ -1,4 +1,5 @@
-"""One writer per run dir: an exclusive `flock` on `RUN_DIR/.dlops.lock`, held for the whole run.
+"""One writer per run dir: an exclusive `flock` on `RUN_DIR/.dlops.lock`, held for the whole run
+(and one sweep per sweep dir, by the same lock in the sweep dir, held by the process that sweeps).
 
 The kernel drops the lock when its process ends however it ends (a crash, SIGKILL), so a dead
 holder never blocks a later `resume=`; nothing needs cleaning up. Standard library only.
@@ -30,8 +31,9 @@ def holder(run_dir: str | Path) -> str:
     return text or "a process that has not said who it is yet"
 
 
-def acquire(run_dir: str | Path) -> bool:
-    """Take the run dir's lock for this process; False if this process holds it already.
+def acquire(run_dir: str | Path, kind: str = "run dir") -> bool:
+    """Take the run dir's (or sweep dir's: `kind`) lock for this process; False if this process
+    holds it already.
 
     Raise RunDirBusy at once (no waiting) when another process holds it.
     """
@@ -50,7 +52,7 @@ def acquire(run_dir: str | Path) -> bool:
         os.close(fd)
         raise RunDirBusy(
             f"{run_dir} is in use by another process ({holder(run_dir)}); one process writes a "
-            "run dir at a time. Wait for it to end, or stop it (Ctrl-C or kill PID) and resume "
+            f"{kind} at a time. Wait for it to end, or stop it (Ctrl-C or kill PID) and resume "
             "once it has.") from None
     except BaseException:
         os.close(fd)

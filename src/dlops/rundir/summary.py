@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from dlops.rundir import atomic, layout
+from dlops.rundir import atomic, layout, safe_read
 
 SCHEMA_VERSION = 2  # 2: strict JSON (non-finite numbers are null, listed in `non_finite`)
 # what a run's own process records ...
@@ -75,12 +75,14 @@ def progress(summary: dict[str, Any], *, epochs_completed: int, global_step: int
                    last_metrics=last_metrics, best_checkpoint=best_checkpoint, best_metric=best_metric)
 
 
-def resumed(old: dict[str, Any], *, max_epochs: Any, overrides: list[str],
+def resumed(old: dict[str, Any], *, run_dir: Path, max_epochs: Any, overrides: list[str],
             resumed_from: dict[str, Any] | None) -> dict[str, Any]:
     """The summary of a resumed run: the old one, status `running`, one more entry in `attempts`.
 
     `started_at` stays the first start; `attempts` lists every start with its outcome (the last
     attempt's outcome is the top-level status) and `duration_s` adds up the attempts' run times.
+    `run_dir` is where the run is now; when the old summary names another (a copy), the attempt
+    records it as `copied_from`.
     """
     attempts = [dict(a) for a in old.get("attempts") or [_first_attempt(old)]]
     earlier = sum(a.get("duration_s") or 0.0 for a in attempts[:-1])
@@ -98,9 +100,27 @@ def resumed(old: dict[str, Any], *, max_epochs: Any, overrides: list[str],
     attempts.append({"started_at": now(), "started_at_unix": time.time(), "host": os.uname().nodename,
                      "pid": os.getpid(), "overrides": overrides, "resumed_from": resumed_from,
                      "git": git})
-    return {**old, "schema": SCHEMA_VERSION, "status": "running", "ended_at": None, "duration_s": None,
+    if copied_from(old, run_dir):
+        attempts[-1]["copied_from"] = old["run_dir"]
+    return {**old, "run_dir": str(Path(run_dir).resolve()), "schema": SCHEMA_VERSION, "status": "running",
+            "ended_at": None, "duration_s": None,
             "error": None, "max_epochs": max_epochs, "test_metrics": {}, "host": os.uname().nodename,
             "pid": os.getpid(), "versions": package_versions(), "git": git, "attempts": attempts}
+
+
+def copied_from(old: dict[str, Any], run_dir: str | Path) -> str | None:
+    """The run dir that `old` (a summary read in `run_dir`) says the run lives in, when that is
+    not `run_dir`: the run was copied or moved there. None for the run's own dir (also when
+    reached by another path) and for summaries that do not say."""
+    recorded = old.get("run_dir")
+    if not isinstance(recorded, str) or not recorded:
+        return None
+    try:
+        if os.path.samefile(recorded, run_dir):
+            return None
+    except OSError:  # gone, or not reachable from here: not this dir
+        pass
+    return recorded
 
 
 def ended(summary: dict[str, Any], status: str, error: dict[str, Any] | None = None) -> None:
@@ -129,10 +149,12 @@ def write(run_dir: str | Path, summary: dict[str, Any]) -> None:
 
 
 def read(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's summary, or None when the file is missing, unreadable or not a JSON object."""
+    """The run's summary, or None when the file is missing, damaged or not to be read (a FIFO,
+    a device or a link out of the run dir, over the size cap: see dlops.rundir.safe_read)."""
     try:
-        data = json.loads((Path(run_dir) / layout.SUMMARY).read_text())
-    except (OSError, ValueError, RecursionError):
+        raw = safe_read.read_inside(Path(run_dir) / layout.SUMMARY, Path(run_dir), safe_read.MAX_JSON)
+        data = None if raw is None else json.loads(raw)
+    except (safe_read.Unreadable, OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 

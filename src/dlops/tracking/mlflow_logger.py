@@ -97,7 +97,7 @@ class MLFlowLogger(Tracker):
     @classmethod
     def continue_config(cls, node: Any, point: ResumePoint) -> None:
         run_id = (point.summary.get("mlflow") or {}).get("run_id")
-        if run_id:
+        if run_id and not point.copied_from:
             node.run_id = run_id  # the same MLflow run
 
     def earlier(self) -> tuple[set[tuple[str, int]], set[str]]:

@@ -28,6 +28,9 @@ class ResumePoint:
     step: int = 0  # the global step of the checkpoint the run continues from (0: from the start)
     state: dict[str, Any] | None = None  # what trackers stored in that checkpoint; None: no checkpoint
     summary: dict[str, Any] = field(default_factory=dict)  # the run's summary.json before this attempt
+    # the run dir this run was started in, when it now lives in another (a copy, or moved): the
+    # tracker runs named in `summary` belong to that one, so new ones are started
+    copied_from: str | None = None
 
 
 class Tracker(Adaptable):

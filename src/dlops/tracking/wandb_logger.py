@@ -79,7 +79,7 @@ class WandbLogger(Tracker):
     @classmethod
     def continue_config(cls, node: Any, point: ResumePoint) -> None:
         run_id = (point.summary.get("wandb") or {}).get("id")
-        if run_id:
+        if run_id and not point.copied_from:
             node.id, node.resume = run_id, "allow"  # the same W&B run
 
     def start(self, summary: dict[str, Any]) -> None:

@@ -16,9 +16,10 @@ class DlopsOptunaSweeperConf:
     # an Optuna database URL (e.g. sqlite:///${hydra.sweep.dir}/optuna.db); null = in memory only,
     # and then no pruning (a job reports to the study through the database)
     storage: str | None = None
-    # minimize or maximize
-    direction: str = "minimize"
-    # trials this invocation runs
+    # minimize or maximize, or the run's mode: min, max, or auto (inferred from `monitor`'s name,
+    # as a run does; see dlops.rundir.metrics.resolve_mode)
+    direction: str = "auto"
+    # trials this invocation runs (1 or more)
     n_trials: int = 20
     # trials launched together; above 1 only with a parallel launcher (hydra/launcher=joblib)
     n_jobs: int = 1

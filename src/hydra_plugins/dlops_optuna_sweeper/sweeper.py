@@ -7,24 +7,96 @@
   diverged: `pipeline.train` returns NaN) is FAIL, and the search goes on.
 - Each job learns its trial from `dlops.lifecycle.optuna_trial` (an environment variable set through
   `hydra.job.env_set`) and reports to the study through its database storage.
+- A study optimises one metric in one direction: continuing it with another `monitor` or `mode`
+  would rank values of different metrics against each other, so that is refused; so are a
+  storage that cannot be used and `n_trials` below 1, each with one message.
 """
 
+import fcntl
 import logging
 import math
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import CompactHydraException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from dlops.errors import ConfigError
 from dlops.lifecycle.optuna_trial import TrialRef, open_storage
 from dlops.rundir import summary as run_summary
+from dlops.rundir.metrics import resolve_mode
 from hydra_plugins.dlops_optuna_sweeper.search_space import search_space, trial_overrides
 
 log = logging.getLogger(__name__)
+MONITOR_ATTR = "dlops.monitor"  # the study's user attribute naming the metric it optimises
+SQLITE = "sqlite:///"
+
+
+class StudyError(CompactHydraException):
+    """A study that cannot be run as asked; Hydra prints the message alone, without a traceback."""
+
+
+def study_direction(direction: str | None, monitor: str | None) -> str:
+    """`minimize` or `maximize`. `hydra.sweeper.direction` is one of those, or the run's `mode`
+    (min, max or auto), resolved by the runs' own rule (dlops.rundir.metrics.resolve_mode)."""
+    if direction in ("minimize", "maximize"):
+        return direction
+    if direction not in ("min", "max", "auto", None):
+        raise StudyError(f"hydra.sweeper.direction={direction}: give minimize, maximize, or the run's "
+                         "mode (min, max or auto, e.g. hydra.sweeper.direction=${mode}).")
+    try:
+        return resolve_mode(str(monitor), direction) + "imize"
+    except ConfigError as exc:
+        raise StudyError(f"hparams_search: {exc}") from None
+
+
+@contextmanager
+def creation_lock(storage: str):
+    """An exclusive lock beside a SQLite study file while it is opened (and maybe made): Optuna makes
+    its tables on first use, and two sweeps doing so at once collided (IntegrityError)."""
+    if not storage.startswith(SQLITE):
+        yield
+        return
+    db = Path(storage[len(SQLITE):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def open_study(storage: str | None, name: str | None, direction: str, monitor: str | None,
+               sampler: Any) -> Any:
+    """The study `name` in `storage` (made if new, None: in memory), to `direction` `monitor`;
+    StudyError with one message for a storage that cannot be used or a study made for another
+    metric or direction."""
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with creation_lock(storage or ""):
+            study = optuna.create_study(study_name=name, storage=open_storage(storage) if storage else None,
+                                        sampler=sampler, direction=direction, load_if_exists=True)
+    except (SQLAlchemyError, optuna.exceptions.OptunaError, OSError, ValueError) as exc:
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
+        raise StudyError(f"cannot use the Optuna storage {storage}: {reason[:300]}. Give "
+                         "hydra.sweeper.storage a database URL Optuna can open and write, such as "
+                         "sqlite:///path/to/optuna.db, or null to keep the study in memory; move a "
+                         "damaged file away.") from None
+    started = (study.user_attrs.get(MONITOR_ATTR), study.direction.name.lower())
+    if started[0] is None:
+        study.set_user_attr(MONITOR_ATTR, monitor)  # new (or made before dlops recorded it)
+    elif started != (monitor, direction):
+        raise StudyError(
+            f"the study {study.study_name} in {storage} was started to {started[1]} {started[0]}; "
+            f"this sweep would {direction} {monitor}, which would rank its trials against the "
+            "study's on another scale. Use another hydra.sweep.dir (or hydra.sweeper.study_name) "
+            "for a new study, or the study's monitor and mode to continue it.")
+    return study
 
 
 class DlopsOptunaSweeper(Sweeper):
@@ -49,14 +121,17 @@ class DlopsOptunaSweeper(Sweeper):
         import optuna
         from hydra.utils import instantiate
 
+        if self.n_trials < 1:
+            raise StudyError(f"hydra.sweeper.n_trials={self.n_trials}: a sweep runs at least one "
+                             "trial; give hydra.sweeper.n_trials=1 or more.")
+        monitor = self.config.get("monitor")
+        direction = study_direction(self.direction, monitor)
         space, fixed = search_space([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)  # the study lives there
         storage = absolute_sqlite(self.storage) if self.storage else None
         pruner = OmegaConf.to_container(self.pruner, resolve=True) if self.pruner else None
-        study = optuna.create_study(
-            study_name=self.study_name, storage=open_storage(storage) if storage else None,
-            sampler=instantiate(self.sampler) if self.sampler else None, direction=self.direction,
-            load_if_exists=True)
+        study = open_study(storage, self.study_name, direction, monitor,
+                           instantiate(self.sampler) if self.sampler else None)
         if pruner and not storage:
             log.warning("hydra.sweeper.storage is null: trials cannot report to the study, so none "
                         "is pruned")
@@ -100,9 +175,8 @@ def outcome(ret: JobReturn) -> tuple[str, float | None]:
 
 def absolute_sqlite(url: str) -> str:
     """A SQLite URL with an absolute path, so that a job started elsewhere finds the same file."""
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and not url.startswith(prefix + "/"):
-        return prefix + str(Path(url[len(prefix):]).resolve())
+    if url.startswith(SQLITE) and not url.startswith(SQLITE + "/"):
+        return SQLITE + str(Path(url[len(SQLITE):]).resolve())
     return url
 
 
