@@ -96,6 +96,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
     summary["parameters"] = sum(p.numel() for p in model.parameters())
+    summary["config"] = run_summary.flat_config(OmegaConf.to_container(cfg, resolve=True), group_choices())
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     callbacks = build_callbacks(cfg, run_dir, summary, loggers)
     callbacks, speedups = trainer_speedups(cfg.trainer, callbacks)
@@ -146,6 +147,14 @@ def fit_then_test(cfg: DictConfig, trainer: Any, model: Any, datamodule: Any, ru
         return best_score
     last = summary["last_metrics"].get(cfg.monitor)
     return None if last is None else float(last)
+
+
+def group_choices() -> dict[str, Any]:
+    """The option chosen in each config group of this run (`model: mlp`, `debug: null`)."""
+    if not HydraConfig.initialized():
+        return {}
+    choices = OmegaConf.to_container(HydraConfig.get().runtime.choices)
+    return {k: v for k, v in choices.items() if not k.startswith("hydra/")}
 
 
 def start_summary(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
