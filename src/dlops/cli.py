@@ -84,13 +84,16 @@ def export(args: argparse.Namespace) -> None:
     import json
 
     check_run(args)
-    from dlops.inference.export import export_run
+    from dlops.inference.export import export_run, log_run_export
 
-    info = json.loads(export_run(args.run_dir, args.ckpt, args.format).read_text())
+    model_json, cfg = export_run(args.run_dir, args.ckpt, args.format)
+    info = json.loads(model_json.read_text())
     checks = ", ".join(f"batch {c['batch_size']}: max abs diff {c['max_abs_diff']:.2e}"
                        for c in info["verification"]["batches"])
     print(f"wrote {args.run_dir}/export/model.onnx and model.json (opset {info['opset']}; verified "
           f"against torch, argmax agrees, {checks})")
+    for line in log_run_export(model_json.parent.parent, cfg):
+        print(line)
 
 
 def serve(args: argparse.Namespace) -> None:

@@ -86,15 +86,17 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
 
     from dlops.build import build_callbacks, build_datamodule, build_model
     from dlops.lifecycle.checkpoints import AtomicCheckpointIO
+    from dlops.models.summary import show_model_summary
     from dlops.overhead import quiet_lightning, skip_gpu_probes, trainer_speedups
     from dlops.readers.curves import METRICS_CSV, plot_learning_curves
-    from dlops.tracking.loggers import finish, log_config, record_trackers
+    from dlops.tracking.loggers import finish, log_config, log_exports, record_trackers
 
     skip_gpu_probes()
     quiet_lightning()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
+    show_model_summary(model)
     summary["parameters"] = sum(p.numel() for p in model.parameters())
     summary["config"] = run_summary.flat_config(OmegaConf.to_container(cfg, resolve=True), group_choices())
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
@@ -112,6 +114,8 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
             from dlops.inference.export import export_after_training
 
             export_after_training(cfg, model, datamodule, run_dir, summary["best_checkpoint"])
+            for line in log_exports(cfg, summary, run_dir):  # e.g. the model in the MLflow run
+                log.info(line)
         status = "completed"
     except BaseException:
         status = "interrupted" if signals.requested() else "failed"  # what the trackers' runs end as
