@@ -146,5 +146,7 @@ def test_dlops_plot_draws_learning_curves_of_a_sweep(tmp_path, experiments):
 
 def test_sweep_summary_keeps_each_job_on_one_line_in_a_log(experiments):
     output = experiments[1].stdout  # a pipe, as in CI logs: no terminal
-    rows = [line for line in output.splitlines() if re.search(r"experiment=00[246]", line)]
-    assert len(rows) == 3 and all("completed" in row for row in rows), output[-3000:]
+    rows = [line for line in output.splitlines() if line.startswith("│")]  # the table's rows
+    assert len(rows) == 3, output[-3000:]
+    for job, row in enumerate(rows):
+        assert re.match(rf"│ {job} +│ completed +│ experiment=00{2 * job + 2} +│ \d\.\d{{4}} ", row), row
