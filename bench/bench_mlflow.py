@@ -48,7 +48,8 @@ import sys, time
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from dlops.tracking.mlflow_logger import MLFlowLogger, log_onnx_model
+from dlops.tracking.mlflow_logger import MLFlowLogger
+from dlops.tracking.mlflow_model import log_onnx_model
 folder = sys.argv[2]
 rng = np.random.default_rng(0)
 weights = [numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name)

@@ -14,7 +14,7 @@ In one process, interleaved, CPU time per step (one torch thread) of:
 
     python bench/bench_step.py [--rounds 5]
 
-Writes bench/results/step.json and step.md.
+Writes bench/results/step.json and step.md (`--name NAME`: NAME.json and NAME.md).
 """
 
 import argparse
@@ -140,6 +140,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--name", default="step", help="results file name: bench/results/NAME.{json,md}")
     args = parser.parse_args()
     torch.set_num_threads(1)
     register_resolvers()
@@ -171,9 +172,11 @@ def main() -> None:
              "|---|---|---|---|"]
     for name, s in results["us_per_step"].items():
         lines.append(f"| {name} | {s['min']:.0f} | {s['median']:.0f} | {s['min'] - hand:.0f} |")
-    lines += ["", f"Command: `python bench/bench_step.py --rounds {args.rounds}`; 1-min load "
+    command = f"python bench/bench_step.py --rounds {args.rounds}" + (
+        f" --name {args.name}" if args.name != "step" else "")
+    lines += ["", f"Command: `{command}`; 1-min load "
               f"average at the end: {results['machine']['load_average_1min']:.2f}.", ""]
-    save("step", results, "\n".join(lines))
+    save(args.name, results, "\n".join(lines))
 
 
 if __name__ == "__main__":
