@@ -1,4 +1,5 @@
-"""What `logger=mlflow` costs a run: import, making the SQLite store, opening it again, logging.
+"""What `logger=mlflow` costs a run: import, making the SQLite store, opening it again, logging,
+and logging (and registering) the exported ONNX model at the end.
 
     PYTHONPATH=src python bench/bench_mlflow.py [--repeats 3] [--epochs 20]
 
@@ -7,7 +8,10 @@ Each measurement runs as its own process (imports included), side by side in one
 - the first run's setup on a new store (its tables are made once; later runs find them):
   open the store, make the experiment and the run, log the params;
 - a later run's setup on that store (the same, with the tables there);
-- one epoch's logging (5 metrics, as dlops' Classifier logs them) on the store.
+- one epoch's logging (5 metrics, as dlops' Classifier logs them) on the store;
+- logging the ONNX model of the default MLP (784-100-2, 79k parameters, the graph built with
+  onnx.helper: no torch) to the run with its signature and registering it, as `export=onnx
+  logger.mlflow.register_as=NAME` does (importing onnx and mlflow.onnx included).
 Prints the medians; the results also go to bench/results/bench_mlflow.json.
 """
 
@@ -39,6 +43,32 @@ for epoch in range(epochs):
 print((time.perf_counter() - start) / epochs)
 logger.finish("completed", None)
 """
+MODEL = """
+import sys, time
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from dlops.tracking.mlflow_logger import MLFlowLogger
+from dlops.tracking.mlflow_model import log_onnx_model
+folder = sys.argv[2]
+rng = np.random.default_rng(0)
+weights = [numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name)
+           for name, shape in (("w1", (784, 100)), ("b1", (100,)), ("w2", (100, 2)), ("b2", (2,)))]
+graph = helper.make_graph(
+    [helper.make_node("Flatten", ["pixels"], ["flat"]), helper.make_node("Gemm", ["flat", "w1", "b1"], ["h"]),
+     helper.make_node("Relu", ["h"], ["r"]), helper.make_node("Gemm", ["r", "w2", "b2"], ["logits"]),
+     helper.make_node("Softmax", ["logits"], ["probabilities"])], "mlp",
+    [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["batch", 1, 28, 28])],
+    [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2])], weights)
+onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), f"{folder}/model.onnx")
+logger = MLFlowLogger(sys.argv[1])
+summary = {"run_dir": folder, "overrides": []}
+logger.start(summary)
+start = time.perf_counter()
+log_onnx_model(summary["mlflow"], __import__("pathlib").Path(folder) / "model.onnx", "bench")
+print(time.perf_counter() - start)
+logger.finish("completed", None)
+"""
 
 
 def seconds(code: str, *args: str) -> list[float]:
@@ -55,7 +85,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     args = parser.parse_args()
     rows: dict[str, list[float]] = {k: [] for k in (
-        "python_s", "import_mlflow_s", "new_store_setup_s", "existing_store_setup_s", "epoch_logging_s")}
+        "python_s", "import_mlflow_s", "new_store_setup_s", "existing_store_setup_s", "epoch_logging_s",
+        "onnx_model_logging_s")}
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
             uri = f"sqlite:///{tmp}/mlflow.db"
@@ -65,6 +96,7 @@ def main() -> None:
             setup, per_epoch, _ = seconds(SETUP, uri, str(args.epochs))
             rows["existing_store_setup_s"].append(setup)
             rows["epoch_logging_s"].append(per_epoch)
+            rows["onnx_model_logging_s"].append(seconds(MODEL, uri, tmp)[0])
     medians = {k: round(statistics.median(v), 4) for k, v in rows.items()}
     for key, value in medians.items():
         print(f"{key:24s} {value:8.4f}")

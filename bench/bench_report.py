@@ -68,6 +68,9 @@ def write_runs(root: Path, count: int, epochs: int = 10) -> None:
             "test_metrics": test if status == "completed" else {},
             "error": {"type": "ConfigError", "message": "bad lr"} if status == "failed" else None,
             "host": platform.node(), "pid": 2**22 + job,  # no such process: shown as killed
+            # the resolved config as runs record it: ~90 keys, the overridden ones among them
+            "config": {**{f"group{i // 10}.key{i}": i * 0.5 for i in range(80)},
+                       **{o.split("=")[0]: o.split("=")[1] for o in overrides}, "debug": None},
         }
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
 

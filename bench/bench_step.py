@@ -7,12 +7,14 @@ In one process, interleaved, CPU time per step (one torch thread) of:
   dlops, before     conf/'s default callbacks and loggers, without dlops.overhead's removals: the
                     NVML probe at every step, the default profiler, a progress bar, Lightning's
                     batch transfer and nn.Module.__setattr__ for Lightning's `_current_fx_name`
-  dlops, terminal   as `python train.py` in a terminal (with its progress bar)
+  dlops, terminal   as `python train.py` in a terminal (with its progress bar, which shows the
+                    running training loss and the monitored metric)
+  dlops, terminal, Lightning's bar   the same with Lightning's plain TQDMProgressBar instead
   dlops             as `python train.py` with its output going to a file (no progress bar)
 
     python bench/bench_step.py [--rounds 5]
 
-Writes bench/results/step.json and step.md.
+Writes bench/results/step.json and step.md (`--name NAME`: NAME.json and NAME.md).
 """
 
 import argparse
@@ -28,6 +30,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from pytorch_lightning.callbacks import TQDMProgressBar
 
+from dlops.callbacks.bar import ProgressBar
 from dlops.callbacks.progress import SummaryProgress
 from dlops.callbacks.resumable import Resumable
 from dlops.data.base import InMemoryDataModule, Split
@@ -102,7 +105,8 @@ def hand_written(epochs: int) -> list[float]:
 
 
 def lightning(epochs: int, cfg, run_dir: str, variant: str) -> list[float]:
-    """One fit of the one-pixel model; `variant` is "bare", "before", "terminal" or "file"."""
+    """One fit of the one-pixel model; `variant` is "bare", "before", "terminal", "lightning bar"
+    or "file"."""
     os.environ[NVML_CHECK] = "1"  # as importing Lightning left it
     clock = StepClock()
     callbacks: list = [clock]
@@ -111,11 +115,13 @@ def lightning(epochs: int, cfg, run_dir: str, variant: str) -> list[float]:
         extra = {"enable_progress_bar": False, "logger": False, "enable_checkpointing": False}
     else:
         callbacks += [instantiate(c) for c in cfg.callbacks.values()
-                      if not c._target_.endswith(("LearningRateMonitor", "TQDMProgressBar"))]
+                      if not c._target_.endswith(("LearningRateMonitor", "ProgressBar"))]
         callbacks += [Resumable(f"{run_dir}/checkpoints"), SummaryProgress(run_dir, {})]
         extra = {"logger": [instantiate(c) for c in cfg.logger.values()]}
-    if variant in ("before", "terminal"):
+    if variant in ("before", "lightning bar"):
         callbacks.append(TQDMProgressBar(refresh_rate=cfg.callbacks.progress_bar.refresh_rate))
+    elif variant == "terminal":
+        callbacks.append(ProgressBar(cfg.callbacks.progress_bar.refresh_rate, monitor="val_loss"))
     else:
         extra["enable_progress_bar"] = False
     if variant == "before":
@@ -134,6 +140,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--name", default="step", help="results file name: bench/results/NAME.{json,md}")
     args = parser.parse_args()
     torch.set_num_threads(1)
     register_resolvers()
@@ -147,6 +154,7 @@ def main() -> None:
             "Lightning bare": lambda: lightning(args.epochs, cfg, run_dir, "bare"),
             "dlops, before": lambda: lightning(args.epochs, cfg, run_dir, "before"),
             "dlops, terminal": lambda: lightning(args.epochs, cfg, run_dir, "terminal"),
+            "dlops, terminal, Lightning's bar": lambda: lightning(args.epochs, cfg, run_dir, "lightning bar"),
             "dlops": lambda: lightning(args.epochs, cfg, run_dir, "file"),
         }
         for r in range(args.rounds):
@@ -164,9 +172,11 @@ def main() -> None:
              "|---|---|---|---|"]
     for name, s in results["us_per_step"].items():
         lines.append(f"| {name} | {s['min']:.0f} | {s['median']:.0f} | {s['min'] - hand:.0f} |")
-    lines += ["", f"Command: `python bench/bench_step.py --rounds {args.rounds}`; 1-min load "
+    command = f"python bench/bench_step.py --rounds {args.rounds}" + (
+        f" --name {args.name}" if args.name != "step" else "")
+    lines += ["", f"Command: `{command}`; 1-min load "
               f"average at the end: {results['machine']['load_average_1min']:.2f}.", ""]
-    save("step", results, "\n".join(lines))
+    save(args.name, results, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     """The environment for a child run: no GPU, no tracker credentials, no Lightning seed left by a
     test that ran Lightning in this process, our code first."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("WANDB_", "HYDRA_", "PL_")) and k != "CUDA_VISIBLE_DEVICES"}
+           if not k.startswith(("WANDB_", "HYDRA_", "PL_", "MLFLOW_")) and k != "CUDA_VISIBLE_DEVICES"}
     # one thread a run: tests run side by side (pytest -n), and small models train faster so
     env.setdefault("OMP_NUM_THREADS", "1")
     env.update(CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT / "src"), **extra)

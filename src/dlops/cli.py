@@ -16,10 +16,10 @@ def make_dataset(args: argparse.Namespace) -> None:
 
 
 def plot(args: argparse.Namespace) -> None:
-    from dlops.readers.curves import plot_learning_curves
+    from dlops.readers.curves import plot_runs
 
-    for run_dir in args.run_dirs:
-        print(plot_learning_curves(run_dir, args.out if len(args.run_dirs) == 1 else None))
+    for path in plot_runs(args.run_dirs, args.out):
+        print(path)
 
 
 def report(args: argparse.Namespace) -> None:
@@ -144,13 +144,16 @@ def export(args: argparse.Namespace) -> None:
     import json
 
     check_run(args)
-    from dlops.inference.export import export_run
+    from dlops.inference.export import export_run, log_run_export
 
-    info = json.loads(export_run(args.run_dir, args.ckpt, args.format).read_text())
+    model_json, cfg = export_run(args.run_dir, args.ckpt, args.format)
+    info = json.loads(model_json.read_text())
     checks = ", ".join(f"batch {c['batch_size']}: max abs diff {c['max_abs_diff']:.2e}"
                        for c in info["verification"]["batches"])
     print(f"wrote {args.run_dir}/export/model.onnx and model.json (opset {info['opset']}; verified "
           f"against torch, argmax agrees, {checks})")
+    for line in log_run_export(model_json.parent.parent, cfg):
+        print(line)
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -233,12 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     curves = commands.add_parser(
         "plot",
-        help="draw a run's learning curves (loss and accuracy per epoch) into a PNG",
-        description="Draw the two-panel learning-curve figure (train/val loss, train/val accuracy "
-        "per epoch) from RUN_DIR/csv/metrics.csv into RUN_DIR/plots/learning_curves.png.",
+        help="draw runs' learning curves (loss, accuracy, ... per epoch) into PNGs",
+        description="Draw each run's learning curves (one panel per kind of metric: train and val "
+        "loss, accuracy, ... per epoch) from RUN_DIR/csv/metrics.csv into "
+        "RUN_DIR/plots/learning_curves.png. PATHs are run dirs, sweep dirs or folders of them, "
+        "as for `dlops report`.",
     )
-    curves.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directory")
-    curves.add_argument("--out", help="PNG to write (one run dir only)")
+    curves.add_argument("run_dirs", nargs="+", metavar="PATH", help="run dir, sweep dir or a folder of them")
+    curves.add_argument("--out", help="PNG to write instead (refused when PATHs hold more than one run)")
     curves.set_defaults(handler=plot)
 
     rep = commands.add_parser(

@@ -52,7 +52,7 @@ def trainer_speedups(trainer_cfg: Any, callbacks: list) -> tuple[list, dict[str,
     extra: dict[str, Any] = {}
     if not trainer_cfg.get("profiler"):
         extra["profiler"] = NoProfiler()
-    if not sys.stderr.isatty():  # where TQDM draws
+    if not sys.stdout.isatty():  # where Lightning's TQDM bars draw
         callbacks = [c for c in callbacks if not isinstance(c, lightning.module("callbacks").ProgressBar)]
         extra["enable_progress_bar"] = False
     return callbacks, extra

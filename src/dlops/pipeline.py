@@ -87,10 +87,11 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
     from dlops.build import build_callbacks, build_datamodule, build_model, use_lightning_of
     from dlops.lifecycle.checkpoints import AtomicCheckpointIO
     from dlops.lifecycle.provenance import code_provenance
+    from dlops.models.summary import show_model_summary
     from dlops.overhead import quiet_lightning, skip_gpu_probes, trainer_speedups
     from dlops.readers.curves import METRICS_CSV, plot_learning_curves
     from dlops.rundir.metrics import resolve_mode
-    from dlops.tracking.loggers import finish, log_config, record_trackers
+    from dlops.tracking.loggers import finish, log_config, log_exports, record_trackers
 
     skip_gpu_probes()
     # mode=auto becomes min or max from the monitor's name, before anything trains
@@ -100,8 +101,10 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
     lightning.module().seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
+    show_model_summary(model)
     summary["parameters"] = sum(p.numel() for p in model.parameters())
     summary["code"] = code_provenance(model, datamodule)
+    summary["config"] = run_summary.flat_config(OmegaConf.to_container(cfg, resolve=True), group_choices())
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     callbacks = build_callbacks(cfg, run_dir, summary, loggers)
     callbacks, speedups = trainer_speedups(cfg.trainer, callbacks)
@@ -120,6 +123,8 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
             from dlops.inference.export import export_after_training
 
             export_after_training(cfg, model, datamodule, run_dir, summary["best_checkpoint"])
+            for line in log_exports(cfg, summary, run_dir):  # e.g. the model in the MLflow run
+                log.info(line)
         status = "completed"
     except BaseException:
         status = "interrupted" if signals.requested() else "failed"  # what the trackers' runs end as
@@ -155,6 +160,14 @@ def fit_then_test(cfg: DictConfig, trainer: Any, model: Any, datamodule: Any, ru
         return best_score
     last = summary["last_metrics"].get(cfg.monitor)
     return None if last is None else float(last)
+
+
+def group_choices() -> dict[str, Any]:
+    """The option chosen in each config group of this run (`model: mlp`, `debug: null`)."""
+    if not HydraConfig.initialized():
+        return {}
+    choices = OmegaConf.to_container(HydraConfig.get().runtime.choices)
+    return {k: v for k, v in choices.items() if not k.startswith("hydra/")}
 
 
 def start_summary(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:

@@ -1,16 +1,107 @@
-"""`logger=mlflow` for real: the shared SQLite store read back with MlflowClient."""
+"""`logger=mlflow` for real: a real `mlflow server` on loopback (as a team runs one) and the shared
+local SQLite store, read back with MlflowClient; the ONNX model logged, registered, loaded with
+`mlflow.pyfunc` and predicting."""
 
 import csv
+import os
 import shutil
 import signal
+import socket
 import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
-from helpers import ROOT, fast, finish, mlflow_history, run_dirs, start, summary, train, wait_for
+from helpers import (
+    ROOT,
+    STEPS_PER_EPOCH,
+    clean_env,
+    fast,
+    finish,
+    mlflow_history,
+    run_dirs,
+    start,
+    summary,
+    train,
+    wait_for,
+)
 from mlflow import MlflowClient
 
+from dlops.cli import main as dlops
+
 MLFLOW = "logger=[csv,mlflow]"
+
+
+class Server:
+    """`mlflow server` on 127.0.0.1 with a temp SQLite store and proxied artifacts, started when
+    the module starts (it takes tens of seconds on a busy 2-core machine: the tests before the one
+    that needs it run meanwhile)."""
+
+    def __init__(self, root: Path) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(root / "server.log", "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", "1", "--backend-store-uri", f"sqlite:///{root}/server.db",
+             "--artifacts-destination", str(root / "artifacts")],
+            env=clean_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"), stdout=self.log,
+            stderr=subprocess.STDOUT, start_new_session=True)
+
+    def ready(self, timeout: float = 240) -> str:
+        """The server's URL once it answers /health."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, (Path(self.log.name).read_text()[-3000:])
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        return self.url
+            except OSError:
+                time.sleep(0.5)
+        raise AssertionError(f"mlflow server did not answer in {timeout}s: "
+                             f"{Path(self.log.name).read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def server(tmp_path_factory):
+    running = Server(tmp_path_factory.mktemp("mlflow-server"))
+    yield running
+    running.stop()
+
+
+def check_logged_model(model_uri: str, tracking_uri: str, run_dir: Path) -> None:
+    """The logged model is the run's ONNX export, with its signature, and predicts as it does."""
+    import mlflow
+    import onnxruntime
+
+    mlflow.set_tracking_uri(tracking_uri)
+    model = mlflow.pyfunc.load_model(model_uri)
+    assert "onnx" in model.metadata.flavors
+    [spec] = model.metadata.signature.inputs.inputs
+    assert (spec.name, str(spec.type), spec.shape) == ("pixels", "float32", (-1, 1, 28, 28))
+    [out] = model.metadata.signature.outputs.inputs
+    assert (out.name, out.shape) == ("probabilities", (-1, 2))
+    pixels = np.random.default_rng(0).uniform(0, 255, (5, 1, 28, 28)).astype(np.float32)
+    predicted = model.predict(pixels)["probabilities"]
+    session = onnxruntime.InferenceSession(str(run_dir / "export" / "model.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    assert predicted.shape == (5, 2)
+    np.testing.assert_allclose(predicted, session.run(None, {"pixels": pixels})[0], atol=1e-6)
 
 
 def code_commit() -> str | None:
@@ -39,20 +130,25 @@ def assert_same_history(client: MlflowClient, run_id: str, run_dir: Path) -> Non
 
 
 @pytest.mark.slow
-def test_mlflow_run_holds_config_tags_artifacts_and_the_history_of_metrics_csv(tmp_path):
-    train(tmp_path, MLFLOW, *fast(), "tags=[mnist]", "logger.mlflow.log_checkpoints=true")
+def test_without_a_tracking_uri_the_run_goes_to_the_local_store_and_dlops_export_logs_the_model(
+        tmp_path, capsys):
+    train(tmp_path, MLFLOW, *fast(), "name=x", "tags=[mnist,team:vision]",
+          "logger.mlflow.log_checkpoints=true")
     [run_dir] = run_dirs(tmp_path)
     info = summary(run_dir)
     store = info["mlflow"]
     assert store["tracking_uri"] == f"sqlite:///{tmp_path}/mlflow/mlflow.db"
+    assert store["tracking_uri_from"] == "local store"
     assert info["loggers"] == ["CSVLogger", "MLFlowLogger"]
     client = MlflowClient(store["tracking_uri"])
     run = client.get_run(store["run_id"])
     assert run.info.status == "FINISHED" and run.info.experiment_id == store["experiment_id"]
+    assert run.info.run_name == "x"
     params, tags = run.data.params, run.data.tags
     assert params["datamodule/batch_size"] == "256" and params["trainer/max_epochs"] == "2"
     assert params["parameters"] == str(info["parameters"])
-    assert tags["dlops.run_dir"] == str(run_dir) and "mnist" in tags
+    assert (tags["mnist"], tags["team"]) == ("true", "vision")  # tags with values
+    assert tags["dlops.run_dir"] == str(run_dir)
     assert tags["dlops.overrides"] == " ".join(info["overrides"])
     assert tags.get("mlflow.source.git.commit") == code_commit()  # MLflow's: train.py's repository
     assert_same_history(client, store["run_id"], run_dir)
@@ -62,6 +158,18 @@ def test_mlflow_run_holds_config_tags_artifacts_and_the_history_of_metrics_csv(t
     best = Path(info["best_checkpoint"]).stem
     assert [a.path for a in client.list_artifacts(store["run_id"], best)] == [
         f"{best}/aliases.txt", f"{best}/{best}.ckpt", f"{best}/metadata.yaml"]
+
+    # exported later: the model goes to the same run; summary.json, a training file, is not changed
+    before = (run_dir / "summary.json").read_bytes()
+    assert dlops(["export", str(run_dir)]) == 0
+    said = capsys.readouterr().out.splitlines()[-1]
+    where = f"MLflow run {store['run_id']} in {store['tracking_uri']}"
+    assert said.startswith(f"logged the ONNX model to {where}: ")
+    model_uri = said.rsplit(": ", 1)[1]
+    [logged] = client.search_logged_models(experiment_ids=[store["experiment_id"]])
+    assert (logged.source_run_id, f"models:/{logged.model_id}") == (store["run_id"], model_uri)
+    check_logged_model(model_uri, store["tracking_uri"], run_dir)
+    assert (run_dir / "summary.json").read_bytes() == before
 
 
 @pytest.mark.slow
@@ -104,6 +212,8 @@ def test_two_worker_joblib_sweep_gives_two_runs_and_a_failed_job_a_failed_run(tm
     assert len(runs) == 2 and set(by_id) == {i["mlflow"]["run_id"] for i in infos}
     statuses = [by_id[i["mlflow"]["run_id"]].info.status for i in infos]
     assert statuses == ["FINISHED", "FAILED"]
+    # named by the run's name and the job number: a sweep's runs tell apart in MLflow's table
+    assert [by_id[i["mlflow"]["run_id"]].info.run_name for i in infos] == ["train-0", "train-1"]
     assert len({r.data.tags["dlops.sweep"] for r in runs}) == 1  # the sweep's jobs share a tag
     done = infos[0]["mlflow"]["run_id"]
     assert {a.path for a in client.list_artifacts(done)} == {"hydra", "plots"}  # no checkpoints
@@ -149,3 +259,29 @@ def test_resuming_a_copied_run_starts_new_tracker_runs_and_leaves_the_originals_
     assert new.info.status == "FINISHED" and new.data.tags["dlops.run_dir"] == str(copy)
     assert len(client.get_metric_history(new.info.run_id, "val_loss")) == 1  # the epoch trained now
     assert len(list((copy / "wandb").glob(f"offline-run-*-{info['wandb']['id']}"))) == 1
+
+
+@pytest.mark.slow  # last in the module: the server has been starting while the tests above ran
+def test_a_tracking_server_from_mlflow_tracking_uri_gets_the_run_and_the_registered_onnx_model(
+        tmp_path, server):
+    url = server.ready()
+    train(tmp_path, MLFLOW, *fast(), "name=x", "export=onnx", "logger.mlflow.register_as=digits",
+          "tags=[mnist,team:vision]", env=clean_env(MLFLOW_TRACKING_URI=url))
+    [run_dir] = run_dirs(tmp_path)
+    entry = summary(run_dir)["mlflow"]
+    assert (entry["tracking_uri"], entry["tracking_uri_from"]) == (url, "MLFLOW_TRACKING_URI")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outputs"]  # no local store
+    client = MlflowClient(url)
+    run = client.get_run(entry["run_id"])
+    assert (run.info.run_name, run.info.status) == ("x", "FINISHED")
+    assert run.data.params["trainer/max_epochs"] == "2"
+    assert (run.data.tags["mnist"], run.data.tags["team"]) == ("true", "vision")
+    assert_same_history(client, entry["run_id"], run_dir)  # every epoch's metrics, as in metrics.csv
+    assert [m.step for m in client.get_metric_history(entry["run_id"], "val_loss")] == [
+        STEPS_PER_EPOCH * (epoch + 1) - 1 for epoch in range(2)]
+    # registered: version 1 of `digits`, from this run; both URIs load the same ONNX model
+    assert entry["registered_model"] == {"name": "digits", "version": "1"}
+    version = client.get_model_version("digits", "1")
+    assert version.run_id == entry["run_id"]
+    check_logged_model(entry["model_uri"], url, run_dir)
+    check_logged_model("models:/digits/1", url, run_dir)

@@ -27,7 +27,8 @@ def experiments(tmp_path_factory) -> tuple[dict[str, Path], subprocess.Completed
     checkpoint) as one sweep, one process: their run dirs by name, its output and its seconds."""
     cwd = tmp_path_factory.mktemp("experiments")
     started = time.monotonic()
-    result = train(cwd, "-m", "experiment=002,004,006", *fast(3))
+    # WANDB_PROJECT is set, but the experiments name their project: the config wins
+    result = train(cwd, "-m", "experiment=002,004,006", *fast(3), env=clean_env(WANDB_PROJECT="from-env"))
     seconds = time.monotonic() - started
     return {summary(d)["name"]: d for d in run_dirs(cwd, "multirun")}, result, seconds
 
@@ -40,7 +41,9 @@ def test_tensorboard_has_val_loss_for_every_epoch(experiments):
     # the config in the HPARAMS tab, with the best val_loss as hp_metric
     hparams = b"".join(events.PluginTagToContent("hparams").values())
     assert b"model/net/hidden_sizes" in hparams and b"datamodule/batch_size" in hparams
-    assert events.Scalars("hp_metric")[-1].value == pytest.approx(summary(run_dir)["best_metric"])
+    [hp_metric] = events.Scalars("hp_metric")  # once, no -1 placeholder before it
+    assert hp_metric.value == pytest.approx(summary(run_dir)["best_metric"])
+    assert [e.value for e in events.Scalars("epoch")] == [0, 1, 2]  # once per epoch
     assert summary(run_dir)["loggers"] == ["CSVLogger", "TensorBoardLogger"]
 
 
@@ -54,7 +57,8 @@ def test_wandb_offline_without_key_or_network(experiments):
     info = summary(run_dir)
     assert run["id"] == info["wandb"]["id"] and info["wandb"]["offline"] is True
     assert (run["project"], run["name"], run["exit_code"]) == ("dlops-mnist", "004", 0)
-    assert run["summary"]["val_loss"] == pytest.approx(info["last_metrics"]["val_loss"])
+    assert run["summary"]["val_loss"] == pytest.approx(  # the best (by mode) and the last
+        {"min": info["best_metric"], "last": info["last_metrics"]["val_loss"]})
     assert run["config"]["datamodule"]["batch_size"] == 256  # the resolved config
     assert run["config"]["model"]["net"]["hidden_sizes"] == [100]
     assert run["config"]["parameters"] == info["parameters"]
@@ -127,9 +131,22 @@ def test_api_key_never_lands_in_the_run_dir(tmp_path):
         assert marker.encode() not in path.read_bytes(), f"API key found in {path}"
 
 
-def test_dlops_plot_draws_learning_curves(tmp_path, experiments):
-    run_dir = Path(shutil.copytree(experiments[0]["002"], tmp_path / "run"))
-    (run_dir / "plots" / "learning_curves.png").unlink()
-    assert dlops(["plot", str(run_dir)]) == 0
-    assert (run_dir / "plots" / "learning_curves.png").stat().st_size > 10_000
-    assert dlops(["plot", str(tmp_path)]) == 2  # not a run dir: a message, not a traceback
+def test_dlops_plot_draws_learning_curves_of_a_sweep(tmp_path, experiments):
+    sweep = Path(shutil.copytree(experiments[0]["002"].parent, tmp_path / "sweep"))
+    for job in ("0", "1", "2"):
+        (sweep / job / "plots" / "learning_curves.png").unlink()
+    assert dlops(["plot", str(sweep)]) == 0
+    for job in ("0", "1", "2"):
+        assert (sweep / job / "plots" / "learning_curves.png").stat().st_size > 10_000
+    assert dlops(["plot", str(sweep), "--out", str(tmp_path / "one.png")]) == 2  # three runs, one file
+    assert dlops(["plot", str(sweep / "1"), "--out", str(tmp_path / "one.png")]) == 0
+    assert (tmp_path / "one.png").stat().st_size > 10_000
+    assert dlops(["plot", str(tmp_path / "sweep" / "0" / "csv")]) == 2  # no run: a message, not a traceback
+
+
+def test_sweep_summary_keeps_each_job_on_one_line_in_a_log(experiments):
+    output = experiments[1].stdout  # a pipe, as in CI logs: no terminal
+    rows = [line for line in output.splitlines() if line.startswith("│")]  # the table's rows
+    assert len(rows) == 3, output[-3000:]
+    for job, row in enumerate(rows):
+        assert re.match(rf"│ {job} +│ completed +│ experiment=00{2 * job + 2} +│ \d\.\d{{4}} ", row), row

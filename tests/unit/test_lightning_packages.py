@@ -97,7 +97,7 @@ def test_every_dlops_lightning_class_is_made_of_the_runs_package(package):
     names = {c.__name__ for c in classes}
     assert {"Classifier", "MNISTDataModule", "ModelCheckpoint", "CSVLogger", "WandbLogger", "MLFlowLogger",
             "TensorBoardLogger", "Resumable", "SummaryProgress", "MonitorCheck", "EvaluationPlots",
-            "AtomicCheckpointIO", "NoProfiler"} <= names
+            "AtomicCheckpointIO", "NoProfiler", "ProgressBar"} <= names
     for cls in classes:
         made = lightning.made_of(cls, package)
         base = lightning.attribute(package, cls.lightning_base)

@@ -1,12 +1,14 @@
 """`logger=mlflow` for real: the shared SQLite store read back with MlflowClient."""
 
+import socket
+import time
 
 import pytest
 from helpers import mlflow_history
 from mlflow import MlflowClient
 
 from dlops.errors import ConfigError
-from dlops.tracking.mlflow_logger import MLFlowLogger
+from dlops.tracking.mlflow_logger import MLFlowLogger, choose_tracking_uri, tag_values
 
 
 def test_resumed_logger_logs_no_step_twice_and_keeps_its_params(store, tmp_path):
@@ -43,3 +45,41 @@ def test_deleted_experiment_or_a_store_that_is_not_one_gets_one_message(store, t
     with pytest.raises(ConfigError, match="cannot use the MLflow store .*notes.db"):
         MLFlowLogger(f"sqlite:///{tmp_path}/notes.db")
     assert (tmp_path / "notes.db").read_text() == "not a database"  # left as it was
+
+
+def test_the_tracking_uri_comes_from_the_config_then_mlflow_tracking_uri_then_the_local_store(
+        store, tmp_path, monkeypatch):
+    local = f"sqlite:///{tmp_path}/local/mlflow.db"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert choose_tracking_uri(None, local) == (local, "local store")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    assert choose_tracking_uri(None, local) == (store, "MLFLOW_TRACKING_URI")
+    assert choose_tracking_uri("http://mlflow.example:5000", local) == (
+        "http://mlflow.example:5000", "logger.mlflow.tracking_uri")
+    logger = MLFlowLogger(None, experiment_name="from-env", local_store=local)
+    summary = {"run_dir": str(tmp_path), "overrides": []}
+    logger.start(summary)
+    assert (summary["mlflow"]["tracking_uri"], summary["mlflow"]["tracking_uri_from"]) == (
+        store, "MLFLOW_TRACKING_URI")
+    assert MlflowClient(store).get_run(summary["mlflow"]["run_id"]).info.status == "RUNNING"
+    logger.finish("completed", None)
+    assert not (tmp_path / "local").exists()  # the local store was not made
+
+
+def test_an_unreachable_tracking_server_stops_the_run_at_once_with_one_message(monkeypatch, tmp_path):
+    with socket.socket() as probe:  # a loopback port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=rf"the MLflow tracking server http://127.0.0.1:{port} \(from "
+                       r"MLFLOW_TRACKING_URI\) cannot be reached: .*unset MLFLOW_TRACKING_URI"):
+        MLFlowLogger(None, local_store=f"sqlite:///{tmp_path}/mlflow.db")
+    assert time.monotonic() - started < 10  # not MLflow's minutes of retries
+
+
+def test_dlops_tags_become_mlflow_tags_with_values():
+    assert tag_values(["mnist", "team:vision", "owner=ana", " spaced : out "]) == {
+        "mnist": "true", "team": "vision", "owner": "ana", "spaced": "out"}
+    assert tag_values({"team": "vision", "n": 3}) == {"team": "vision", "n": "3"}
+    assert tag_values(None) == {}

@@ -65,7 +65,7 @@ def test_without_a_gpu_adam_stops_probing_for_one_at_every_step(monkeypatch):
 def test_speedups_keep_a_configured_profiler_and_drop_the_bar_off_a_terminal():
     bar, other = TQDMProgressBar(), pl.Callback()
     callbacks, extra = trainer_speedups(OmegaConf.create({"profiler": None}), [bar, other])
-    assert callbacks == [other] and extra["enable_progress_bar"] is False  # pytest's stderr: no tty
+    assert callbacks == [other] and extra["enable_progress_bar"] is False  # pytest's stdout: no tty
     assert isinstance(extra["profiler"], NoProfiler)
     _, extra = trainer_speedups(OmegaConf.create({"profiler": "simple"}), [bar])
     assert "profiler" not in extra

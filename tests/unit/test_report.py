@@ -213,3 +213,102 @@ def test_a_metric_named_like_a_column_never_overwrites_it(tmp_path: Path, capsys
     assert row["status"] == "completed" and row["epochs"] == 2 and row["duration_s"] == 12.5
     assert Path(row["run_dir"]) == run_dir.resolve() and row["best_val_loss"] == 0.4
     assert row["test_loss"] == 0.41
+
+
+# ---- any metric name, the runs' own direction, the resolved config --------------------------
+
+def slash_run(run_dir: Path, overrides: list[str], val_acc: list[float], test_acc: float,
+              **fields) -> Path:
+    """A run whose model logs `train/loss`, `val/acc` and `test/acc` (Lightning-template style)."""
+    write_run(run_dir, overrides, [1 - v for v in val_acc], monitor="val/acc", mode="max",
+              best_metric=max(val_acc), last_metrics={"val/acc": val_acc[-1], "train/loss": 0.1},
+              test_metrics={"test/acc": test_acc}, **fields)
+    with open(run_dir / "csv" / "metrics.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["epoch", "step", "train/loss", "val/acc", "test/acc"])
+        for epoch, acc in enumerate(val_acc):
+            writer.writerow([epoch, epoch, 1 - acc, acc, ""])
+        writer.writerow([len(val_acc), len(val_acc), "", "", test_acc])
+    return run_dir
+
+
+def test_report_shows_and_sorts_by_slash_named_test_and_val_metrics(tmp_path: Path, capsys) -> None:
+    slash_run(tmp_path / "a", ["seed=1"], [0.7, 0.9], test_acc=0.85)
+    slash_run(tmp_path / "b", ["seed=2"], [0.8, 0.6], test_acc=0.95)
+    doc = report_json(str(tmp_path), capsys=capsys)
+    assert [(r["seed"], r["best_val/acc"], r["test/acc"]) for r in doc["runs"]] == [
+        ("1", 0.9, 0.85), ("2", 0.8, 0.95)]  # the monitor, max first: the runs' own mode
+    rows = report_json(str(tmp_path), "--sort", "test/acc", capsys=capsys)["runs"]
+    assert [r["seed"] for r in rows] == ["2", "1"]  # accuracy: larger first
+    rows = report_json(str(tmp_path), "--metric", "train/loss", "--sort", "val/acc", capsys=capsys)["runs"]
+    assert [r["seed"] for r in rows] == ["1", "2"] and rows[0]["final_val/acc"] == 0.9
+    code, out, _ = report(str(tmp_path), "--sort", "test/acc", capsys=capsys)
+    assert code == 0 and "ranked by test/acc (max first)" in out
+
+
+def test_report_direction_follows_metric_names_and_each_runs_own_mode(tmp_path: Path, capsys) -> None:
+    write_run(tmp_path / "a", ["seed=1"], [0.5, 0.4], monitor="val/score", mode="max", best_metric=0.9,
+              last_metrics={"val/score": 0.9, "val_mae": 3.0}, test_metrics={"test/score": 0.7})
+    write_run(tmp_path / "b", ["seed=2"], [0.5, 0.4], monitor="val/score", mode="max", best_metric=0.8,
+              last_metrics={"val/score": 0.8, "val_mae": 2.0}, test_metrics={"test/score": 0.9})
+    doc = report_json(str(tmp_path), "--metric", "val/score", "--metric", "val_mae", capsys=capsys)
+    assert doc["metrics"] == {"val/score": "max", "val_mae": "min"}
+    assert [r["seed"] for r in doc["runs"]] == ["1", "2"]
+    rows = report_json(str(tmp_path), "--sort", "test/score", capsys=capsys)["runs"]
+    assert [r["seed"] for r in rows] == ["2", "1"]  # test/score as its run's val/score: max
+    rows = report_json(str(tmp_path), "--metric", "val_mae", "--sort", "final_val_mae", capsys=capsys)["runs"]
+    assert [r["seed"] for r in rows] == ["2", "1"]  # an error: smaller first
+
+
+def test_report_compares_the_resolved_config_so_a_default_shows_its_value(tmp_path: Path,
+                                                                          capsys) -> None:
+    used = {"trainer.max_epochs": 3, "model": "mlp", "debug": None, "model.optimizer.lr": 0.0001}
+    write_run(tmp_path / "a", ["trainer.max_epochs=3"], [0.5], config=used)
+    write_run(tmp_path / "b", ["debug=fast"], [0.4],
+              config={**used, "trainer.max_epochs": 1, "debug": "fast"})
+    write_run(tmp_path / "c", ["model.optimizer.lr=1e-4"], [0.3], config=used)
+    doc = report_json(str(tmp_path), capsys=capsys)
+    values = {Path(r["run_dir"]).name: (r["trainer.max_epochs"], r["debug"]) for r in doc["runs"]}
+    assert values == {"a": ("3", "null"), "b": ("1", "fast"), "c": ("3", "null")}
+    assert doc["varying_overrides"] == ["trainer.max_epochs", "debug"]
+    assert doc["shared_overrides"] == {"model.optimizer.lr": "0.0001"}  # 1e-4 as the runs used it
+    rows = report_json(str(tmp_path), "--filter", "trainer.max_epochs=3",
+                       "--filter", "model.optimizer.lr=1e-4", capsys=capsys)["runs"]
+    assert sorted(Path(r["run_dir"]).name for r in rows) == ["a", "c"]  # any config key, as numbers
+    groups = report_json(str(tmp_path), "--group-by", "model", capsys=capsys)["groups"]
+    assert [(g["model"], g["n"]) for g in groups] == [("mlp", 3)]
+
+
+def test_html_report_hides_mean_and_std_when_no_group_has_two_runs(sweep: Path, tmp_path: Path,
+                                                                   capsys) -> None:
+    page = tmp_path / "one.html"
+    assert report(str(sweep / "0"), str(sweep / "2"), "--html", str(page), capsys=capsys)[0] == 0
+    assert "mean ± std" not in page.read_text()  # two runs, two groups of one
+    assert report(str(sweep), "--html", str(page), capsys=capsys)[0] == 0
+    assert "mean ± std over completed runs, grouped by model" in page.read_text()
+
+
+def test_learning_curves_are_drawn_for_any_separator(tmp_path: Path) -> None:
+    from dlops.readers.curves import curve_panels, plot_learning_curves
+
+    assert curve_panels(["val/acc", "train/loss", "val/loss", "test/acc", "epoch", "lr-Adam", "train.acc"]) \
+        == {"loss": ["train/loss", "val/loss"], "acc": ["train.acc", "val/acc"]}
+    run_dir = slash_run(tmp_path / "run", ["seed=1"], [0.7, 0.9], test_acc=0.85)
+    out = plot_learning_curves(run_dir)
+    assert out == run_dir / "plots" / "learning_curves.png" and out.stat().st_size > 10_000
+
+
+def test_dlops_plot_takes_sweep_dirs_and_refuses_out_for_several_runs(sweep: Path, tmp_path: Path,
+                                                                      capsys) -> None:
+    from dlops.cli import main
+
+    assert main(["plot", str(sweep)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 5
+    assert all((sweep / job / "plots" / "learning_curves.png").is_file() for job in "01234")
+    assert main(["plot", str(sweep), "--out", str(tmp_path / "x.png")]) == 2
+    assert "--out names one PNG, but 5 run dirs were found" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+    assert main(["plot", str(sweep / "1"), "--out", str(tmp_path / "x.png")]) == 0
+    assert (tmp_path / "x.png").stat().st_size > 10_000
+    (tmp_path / "empty").mkdir()
+    assert main(["plot", str(tmp_path / "empty")]) == 2 and "no run dirs found" in capsys.readouterr().err

@@ -112,6 +112,7 @@ class EvaluationPlots(Adaptable):
         self.monitor, self.mode = monitor, mode
         self.best: float | None = None
         self.skipped = False  # said once why there are no plots for this model
+        self.validated_epoch: int | None = None  # the last epoch validated (numbered from 0)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best}  # so a resumed run draws plots/ only for a better epoch
@@ -129,14 +130,18 @@ class EvaluationPlots(Adaptable):
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         value = trainer.callback_metrics.get(self.monitor)
+        if not trainer.sanity_checking:
+            self.validated_epoch = trainer.current_epoch
         if trainer.sanity_checking or value is None or not self._improved(float(value)):
             return
         self._write(trainer, pl_module, self.output_dir, "val_best")
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._write(trainer, pl_module, self.output_dir / "final", "val_final")
+        # Lightning's epoch counter has moved past the last epoch by now: name the one validated
+        self._write(trainer, pl_module, self.output_dir / "final", "val_final", self.validated_epoch)
 
-    def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, folder: Path, tag: str) -> None:
+    def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, folder: Path, tag: str,
+               epoch: int | None = None) -> None:
         if not trainer.is_global_zero or self.skipped:
             return
         found = validation_probabilities(trainer, pl_module)
@@ -152,7 +157,7 @@ class EvaluationPlots(Adaptable):
             raise ConfigError(f"callbacks.evaluation.labels has {len(names)} names for {classes} "
                               f"classes: {list(names)}; give one name per class or null for the "
                               "datamodule's class names.")
-        result = {"epoch": trainer.current_epoch, self.monitor: self.best,
+        result = {"epoch": trainer.current_epoch if epoch is None else epoch, self.monitor: self.best,
                   **evaluate(probs, labels, list(names))}
         figures = write_files(result, folder)
         log_figures(trainer.loggers, figures, result, tag, trainer.global_step)

@@ -58,8 +58,10 @@ class SummaryProgress(Adaptable):
                              last_metrics=scalar_metrics(trainer.callback_metrics), best_checkpoint=path,
                              best_metric=None if score is None or math.isnan(score) else score)
         run_summary.write(self.run_dir, self.summary)
+        from dlops.callbacks.bar import epoch_label
+
         metrics = ", ".join(f"{k} {v:.4g}" for k, v in self.summary["last_metrics"].items())
-        log.info(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {metrics}")
+        log.info(f"epoch {epoch_label(trainer.current_epoch, trainer.max_epochs)}: {metrics}")
 
 
 class MonitorCheck(Adaptable):

@@ -164,12 +164,23 @@ def export_model(model: Any, datamodule: Any, run_dir: Path, checkpoint: Path) -
     return run_dir / layout.EXPORT_INFO
 
 
-def export_run(run_dir: str | Path, ckpt: str = "best", fmt: str = "onnx") -> Path:
-    """`dlops export`: restore the run with checkpoint `ckpt` and export it."""
+def export_run(run_dir: str | Path, ckpt: str = "best", fmt: str = "onnx") -> tuple[Path, Any]:
+    """`dlops export`: restore the run with checkpoint `ckpt` and export it; model.json and the
+    run's config (which says where `log_run_export` logs the model)."""
     if fmt != "onnx":
         raise ConfigError(f"--format {fmt}: only onnx is supported.")
     restored = restore(run_dir, ckpt)
-    return export_model(restored.model, restored.datamodule, restored.run_dir, restored.checkpoint)
+    info = export_model(restored.model, restored.datamodule, restored.run_dir, restored.checkpoint)
+    return info, restored.cfg
+
+
+def log_run_export(run_dir: Path, cfg: Any) -> list[str]:
+    """Log a run's export to its trackers that keep models (its MLflow run); what was logged.
+    summary.json is only read: training files are never changed."""
+    from dlops.rundir import summary as run_summary
+    from dlops.tracking.loggers import log_exports
+
+    return log_exports(cfg, run_summary.read(run_dir) or {}, run_dir)
 
 
 def export_after_training(cfg: Any, model: Any, datamodule: Any, run_dir: Path, best: str | None) -> None:

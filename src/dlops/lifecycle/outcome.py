@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dlops.rundir import summary as run_summary
+from dlops.rundir.metrics import stage
 
 log = logging.getLogger("dlops.pipeline")
 
@@ -33,11 +34,18 @@ def not_finite_warning(summary: dict[str, Any]) -> str | None:
             "model.optimizer.lr or check the data.")
 
 
+def outcome_metrics(summary: dict[str, Any]) -> str:
+    """`val_loss=0.2870, val_acc=0.9781, ..., test_acc=...`: the monitored metric first, then the
+    other validation and test metrics, whatever separator their names use (`val/acc`)."""
+    monitor, last = summary.get("monitor"), summary["last_metrics"]
+    metrics = {**({monitor: last[monitor]} if monitor in last else {}), **last, **summary["test_metrics"]}
+    return ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()
+                     if k == monitor or stage(k) in ("val", "test"))
+
 
 def log_outcome(summary: dict[str, Any], run_dir: Path) -> None:
     """Log the run's outcome in a few lines."""
-    metrics = {**summary["last_metrics"], **summary["test_metrics"]}
-    shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.split("_")[0] in ("val", "test"))
+    shown = outcome_metrics(summary)
     log.info("completed in %.1fs after %s epochs: %s", summary["duration_s"],
              summary["epochs_completed"], shown)
     best = summary["best_metric"]

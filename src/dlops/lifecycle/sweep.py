@@ -114,7 +114,8 @@ def print_sweep_summary(rows: list[dict[str, Any]], sweep_dir: Path) -> None:
         table.add_row(*(text(_cell(r, c)) for c in shown),
                       style=None if r["status"] == "completed" else "yellow" if r["status"] == "pruned"
                       else "red")
-    console = Console()
+    # not a terminal (a log file, CI): whole rows, never wrapped at 80 columns
+    console = Console(width=None if sys.stdout.isatty() else 10_000)
     console.print(table)
     best = best_row(rows)
     if best:

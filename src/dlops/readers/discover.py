@@ -20,6 +20,7 @@ from typing import Any
 from dlops.errors import ConfigError
 from dlops.readers.evals import latest_eval_metrics
 from dlops.rundir import layout, liveness, overrides
+from dlops.rundir.metrics import infer_mode, stage
 from dlops.rundir.safe_read import MAX_CSV, MAX_JSON, MAX_YAML, Unreadable, check_inside, read_inside
 
 METRICS_CSV = layout.METRICS_CSV
@@ -44,6 +45,14 @@ class Run:
     eval_metrics: dict[str, float] = field(default_factory=dict)  # the newest `dlops eval`, eval_<metric>
     duration_s: float | None = None
     error: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)  # the resolved config, flat (summary.json)
+
+    def setting(self, key: str) -> str | None:
+        """The value the run used for `key` (`trainer.max_epochs`, `model`), as text: from its
+        resolved config, so a default shows as its value; else as its override wrote it."""
+        if key in self.config:
+            return config_text(self.config[key])
+        return self.overrides.get(key)
 
     @cached_property
     def curves(self) -> dict[str, list[tuple[int, float]]]:
@@ -53,6 +62,13 @@ class Run:
             return read_curves(self.path / METRICS_CSV, self.path)
         except Unreadable:  # checked in load_run already; changed since: no curves
             return {}
+
+
+def config_text(value: Any) -> str:
+    """A config value written as on the command line: `0.001`, `true`, `null`, `[100,50]`."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"))
 
 
 def is_run_dir(path: Path) -> bool:
@@ -139,7 +155,7 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "epochs_completed": (int,), "max_epochs": (int,), "best_metric": (int, float),
     "last_metrics": (dict,), "test_metrics": (dict,), "duration_s": (int, float),
     "started_at": (str,), "updated_at": (str,), "started_at_unix": (int, float),
-    "attempts": (list,), "error": (dict, str), "pid": (int,), "host": (str,),
+    "attempts": (list,), "error": (dict, str), "pid": (int,), "host": (str,), "config": (dict,),
 }
 
 
@@ -194,8 +210,8 @@ def _load_run(run_dir: Path) -> Run:
         path=run_dir,
         status=status,
         overrides=overrides.as_dict(summary.get("overrides") or _hydra_overrides(run_dir)),
-        monitor=summary.get("monitor") or "val_loss",
-        mode=summary.get("mode") or "min",
+        monitor=(monitor := summary.get("monitor") or "val_loss"),
+        mode=_mode(summary.get("mode"), monitor),
         epochs=summary.get("epochs_completed"),
         max_epochs=summary.get("max_epochs"),
         best_metric=_number(summary.get("best_metric")),
@@ -204,7 +220,14 @@ def _load_run(run_dir: Path) -> Run:
         eval_metrics=latest_eval_metrics(run_dir),
         duration_s=_duration(summary),
         error=_error_text(summary.get("error")),
+        config={str(k): v for k, v in (summary.get("config") or {}).items()},
     )
+
+
+def _mode(recorded: Any, monitor: str) -> str:
+    """The run's own `min`/`max`; for `auto` (or nothing recorded) the direction its monitor's
+    name tells (`dlops.rundir.metrics`), else `min`."""
+    return recorded if recorded in ("min", "max") else infer_mode(monitor) or "min"
 
 
 def _load_without_summary(run_dir: Path) -> Run:
@@ -213,11 +236,12 @@ def _load_without_summary(run_dir: Path) -> Run:
     config = config if isinstance(config, dict) else {}
     trainer = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}
     max_epochs = trainer.get("max_epochs")
+    monitor = _text(config.get("monitor"), "val_loss")
     run = Run(path=run_dir, status="unknown", overrides=overrides.as_dict(_hydra_overrides(run_dir)),
-              monitor=_text(config.get("monitor"), "val_loss"), mode=_text(config.get("mode"), "min"),
+              monitor=monitor, mode=_mode(config.get("mode"), monitor),
               max_epochs=max_epochs if isinstance(max_epochs, int) else None)
     for metric, points in run.curves.items():
-        target = run.test_metrics if metric.startswith("test_") else run.last_metrics
+        target = run.test_metrics if stage(metric) == "test" else run.last_metrics
         target[metric] = points[-1][1]
     epochs = {epoch for epoch, _ in run.curves.get(run.monitor, [])}
     run.epochs = len(epochs) if epochs else None

@@ -13,8 +13,9 @@ from typing import Any
 
 from dlops.errors import ConfigError
 from dlops.readers.discover import Run
+from dlops.rundir.metrics import infer_mode, stage, without_stage
 
-TEST_METRICS = ("test_loss", "test_acc", "test_auroc")
+TEST_METRICS = ("test_loss", "test_acc", "test_auroc")  # shown first, in this order, when present
 
 
 @dataclass
@@ -46,16 +47,17 @@ def build_report(runs: Sequence[Run], metrics: Sequence[str] = (), sort: str | N
     """Filter, rank and group `runs` (see `dlops report --help` for the options)."""
     runs = filter_runs(runs, filters)
     metrics = list(dict.fromkeys(metrics)) or [_most_common_monitor(runs)]
+    tests = [m for m in TEST_METRICS if any(m in run.test_metrics for run in runs)]
+    tests += sorted({k for run in runs for k in run.test_metrics} - set(tests))
+    evals = sorted({k for run in runs for k in run.eval_metrics})  # beside the run's own
+    if sort and sort not in metrics + tests + evals and _recorded(sort, runs):  # --sort val/acc
+        metrics.append(sort)
     check_metrics(metrics, runs)
     modes = {m: metric_mode(m, runs) for m in metrics}
     varying = varying_overrides(runs)
     rows = [leaderboard_row(run, varying, metrics, modes) for run in runs]
-    tests = [m for m in TEST_METRICS if any(m in row for row in rows)]
-    tests += sorted({k for row in rows for k in row if k.startswith("test_")} - set(tests))
-    evals = sorted({k for row in rows for k in row if k.startswith("eval_")})  # beside the run's own
-    columns = [*varying, "status", "epochs", "max_epochs",
-               *[f"{kind}_{m}" for m in metrics for kind in ("best", "final")],
-               *tests, *evals, "duration_s", "run_dir"]
+    scores = [*[f"{kind}_{m}" for m in metrics for kind in ("best", "final")], *tests, *evals]
+    columns = [*varying, "status", "epochs", "max_epochs", *scores, "duration_s", "run_dir"]
     rows = [{c: row.get(c) for c in columns} for row in rows]
 
     column = sort_column(sort or metrics[0], columns)
@@ -64,7 +66,7 @@ def build_report(runs: Sequence[Run], metrics: Sequence[str] = (), sort: str | N
     runs, rows = [runs[i] for i in order], [rows[i] for i in order]
 
     keys = group_keys(group_by, varying, runs)
-    values = [c for c in columns if c.startswith(("best_", "final_", "test_", "eval_")) or c == "duration_s"]
+    values = [*scores, "duration_s"]
     groups = aggregate(runs, rows, keys, values)
     if column in values:  # best group first, by the mean of the ranking column
         ranked = sort_order([g[f"{column}_mean"] for g in groups], descending != reverse)
@@ -97,12 +99,12 @@ def filter_runs(runs: Sequence[Run], filters: Sequence[str]) -> list[Run]:
             wanted.setdefault(key, set()).add(value)
     known = {"status"} | {k for run in runs for k in run.overrides}
     for key in [*wanted, *(k for k, _ in unwanted)]:
-        if key not in known:
-            raise ConfigError(f"--filter: no run has {key!r}; filter on status or an override key "
-                              f"({', '.join(sorted(known))})")
+        if key not in known and not any(key in run.config for run in runs):
+            raise ConfigError(f"--filter: no run has {key!r}; filter on status, an override key "
+                              f"({', '.join(sorted(known))}) or any key of the runs' config")
     kept = [run for run in runs
-            if all(_field(run, k) in values for k, values in wanted.items())
-            and all(_field(run, k) != v for k, v in unwanted)]
+            if all(any(_same(_field(run, k), v) for v in values) for k, values in wanted.items())
+            and all(not _same(_field(run, k), v) for k, v in unwanted)]
     if not kept:
         statuses = ", ".join(f"{n} {s}" for s, n in Counter(r.status for r in runs).items())
         raise ConfigError(f"no run matches {' '.join(filters)} "
@@ -111,33 +113,48 @@ def filter_runs(runs: Sequence[Run], filters: Sequence[str]) -> list[Run]:
 
 
 def _field(run: Run, key: str) -> str | None:
-    return run.status if key == "status" else run.overrides.get(key)
+    return run.status if key == "status" else run.setting(key)
+
+
+def _same(value: str | None, wanted: str) -> bool:
+    """Whether a run's value is the one asked for: as text, or as the same number (1e-4 = 0.0001)."""
+    if value == wanted:
+        return True
+    try:
+        return value is not None and float(value) == float(wanted)
+    except ValueError:
+        return False
 
 
 def varying_overrides(runs: Sequence[Run]) -> list[str]:
-    """Override keys whose value differs between runs (or that only some runs set), in order."""
+    """Override keys whose value, as each run resolved it, differs between runs, in order: a run
+    that left a key at its default shows the default's value."""
     keys = dict.fromkeys(k for run in runs for k in run.overrides)
-    return [k for k in keys if len({run.overrides.get(k) for run in runs}) > 1]
+    return [k for k in keys if len({run.setting(k) for run in runs}) > 1]
 
 
 def shared_overrides(runs: Sequence[Run]) -> dict[str, str]:
-    """Overrides every run has, with the same value."""
-    first, *others = runs
-    return {k: v for k, v in first.overrides.items()
-            if all(r.overrides.get(k) == v for r in others)}
-
-
-# words in a metric's name that say smaller is better (losses, errors); anything else: larger
-LOWER_IS_BETTER = ("loss", "err", "mae", "mse", "nll", "perplexity", "distance")
+    """Override keys (of any run) that every run resolved to the same value."""
+    keys = dict.fromkeys(k for run in runs for k in run.overrides)
+    values = {k: {run.setting(k) for run in runs} for k in keys}
+    return {k: found.pop() for k, found in values.items() if len(found) == 1 and None not in found}
 
 
 def metric_mode(metric: str, runs: Sequence[Run]) -> str:
-    """`min` or `max`: the runs' own mode when they monitor `metric`, else min for losses and
-    errors (`LOWER_IS_BETTER`), max for the rest."""
+    """`min` or `max`, by the rule runs follow (`dlops.rundir.metrics`): a run's own recorded mode
+    for the metric it monitors (and for that metric in another stage: `test/score` as
+    `val/score`), else the direction the name tells; a name that tells none ranks ascending."""
     for run in runs:
-        if run.monitor == metric and run.mode in ("min", "max"):
+        if run.mode in ("min", "max") and (run.monitor == metric or (
+                stage(metric) in ("val", "test") and stage(run.monitor) in ("val", "test")
+                and without_stage(metric) == without_stage(run.monitor))):
             return run.mode
-    return "min" if any(word in metric.lower() for word in LOWER_IS_BETTER) else "max"
+    return infer_mode(metric) or "min"
+
+
+def _recorded(metric: str, runs: Sequence[Run]) -> bool:
+    """Whether some run recorded `metric` (in its summary or its metrics CSV)."""
+    return any(metric == run.monitor or metric in run.last_metrics or metric in run.curves for run in runs)
 
 
 def check_metrics(metrics: Sequence[str], runs: Sequence[Run]) -> None:
@@ -157,7 +174,7 @@ def _most_common_monitor(runs: Sequence[Run]) -> str:
 def leaderboard_row(run: Run, varying: Sequence[str], metrics: Sequence[str],
                     modes: dict[str, str]) -> dict[str, Any]:
     """One run's raw values: varying overrides, status, progress, metrics, duration, path."""
-    row: dict[str, Any] = {k: run.overrides.get(k) for k in varying}
+    row: dict[str, Any] = {k: run.setting(k) for k in varying}
     row.update(status=run.status, epochs=run.epochs, max_epochs=run.max_epochs)
     for metric in metrics:
         row[f"best_{metric}"] = best_value(run, metric, modes[metric])
@@ -199,12 +216,14 @@ def sort_column(key: str, columns: Sequence[str]) -> str:
 
 
 def column_mode(column: str, modes: dict[str, str], runs: Sequence[Run]) -> str:
-    """Whether smaller (`min`) or larger (`max`) values of `column` rank first."""
+    """Whether smaller (`min`) or larger (`max`) values of `column` rank first: metrics by their
+    direction, other columns ascending."""
     metric = column.split("_", 1)[1] if column.startswith(("best_", "final_")) else column
     if metric in modes:
         return modes[metric]
-    if metric.startswith("test_"):
-        return metric_mode("val_" + metric[5:], runs)
+    name = metric.removeprefix("eval_") if column.startswith("eval_") else metric
+    if stage(name) in ("val", "test", "train"):
+        return metric_mode(name, runs)
     return "min"
 
 
@@ -236,7 +255,7 @@ def group_keys(group_by: Sequence[str] | None, varying: Sequence[str],
     keys = [k.strip() for item in group_by for k in item.split(",") if k.strip()]
     known = {"status"} | {k for run in runs for k in run.overrides}
     for key in keys:
-        if key not in known:
+        if key not in known and not any(key in run.config for run in runs):
             raise ConfigError(f"--group-by {key!r}: no run has it; group by status or an override "
                               f"key ({', '.join(sorted(known))})")
     return list(dict.fromkeys(keys))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dlops.readers.report import Report, Table
 from dlops.readers.report_sort import script_source, script_tag
-from dlops.readers.report_text import display_rows, shared_text, short_path
+from dlops.readers.report_text import display_rows, is_number_column, shared_text, short_path
 from dlops.rundir.safe_read import read_png
 
 RUN_PLOTS = {"confusion matrix": "plots/confusion_matrix.png", "ROC": "plots/roc.png"}
@@ -38,7 +38,7 @@ def render_html(report: Report, curves: Mapping[str, bytes], labels: Sequence[st
         f"{escape(datetime.now().astimezone().isoformat(timespec='seconds'))}. "
         f"Shared overrides: <code>{escape(shared_text(report))}</code></p>",
         _table(report.leaderboard),
-        _table(report.groups),
+        _table(report.groups) if report.groups_merge else "",  # groups of one run: the leaderboard again
         "<h2>Learning curves</h2>",
         *(_image(png, metric) for metric, png in curves.items()),
         _runs(report, labels),
@@ -50,7 +50,7 @@ def render_html(report: Report, curves: Mapping[str, bytes], labels: Sequence[st
 
 def _table(table: Table) -> str:
     headers, rows = display_rows(table)
-    numeric = [h.startswith(("best_", "final_", "test_", "duration")) or h == "n" for h in headers]
+    numeric = [is_number_column(h) for h in headers]
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = []
     for row in rows:

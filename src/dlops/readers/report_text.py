@@ -12,11 +12,18 @@ from typing import Any
 
 from dlops.readers.discover import Run
 from dlops.readers.report import Report, Table
+from dlops.rundir.metrics import stage
 from dlops.rundir.safe_text import printable
 
 STATUS_STYLES = {"completed": "green", "failed": "red", "diverged": "red", "killed": "yellow",
                  "pruned": "yellow", "interrupted": "yellow", "running": "cyan", "unknown": "dim",
                  "unreadable": "red"}
+
+
+def is_number_column(header: str) -> bool:
+    """Whether a column holds numbers (right-aligned): scores, test and eval metrics, counts, times."""
+    return (header.startswith(("best_", "final_", "eval_", "duration")) or header == "n"
+            or stage(header) is not None)
 
 
 def display_rows(table: Table) -> tuple[list[str], list[list[str]]]:
@@ -83,7 +90,7 @@ def short_path(path: str | Path) -> str:
 
 def run_label(run: Run, varying: Sequence[str]) -> str:
     """A run's name in legends: its varying overrides, or its path when nothing varies."""
-    label = " ".join(f"{k}={run.overrides[k]}" for k in varying if k in run.overrides)
+    label = " ".join(f"{k}={value}" for k in varying if (value := run.setting(k)) is not None)
     return label or short_path(run.path)
 
 
@@ -175,8 +182,7 @@ def print_rich(report: Report, grouped: bool) -> None:
         headers, cells = display_rows(table)
         rich_table = RichTable(title=Text(printable(table.title)), title_justify="left")
         for header in headers:
-            numeric = header.startswith(("best_", "final_", "test_", "duration")) or header == "n"
-            rich_table.add_column(Text(header), justify="right" if numeric else "left")
+            rich_table.add_column(Text(header), justify="right" if is_number_column(header) else "left")
         for line in cells:
             styles = [STATUS_STYLES.get(cell, "") if header == "status" else ""
                       for header, cell in zip(headers, line, strict=True)]

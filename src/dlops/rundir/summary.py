@@ -67,6 +67,28 @@ def new(run_dir: Path, *, name: Any, tags: list[str], job_num: int | None, overr
     }
 
 
+MAX_CONFIG_VALUE = 250  # characters of one value in `config` (MLflow's limit for a param is 500)
+
+
+def flat_config(resolved: dict[str, Any], choices: dict[str, Any]) -> dict[str, Any]:
+    """The config a run used, flat: `{"model.optimizer.lr": 0.001, ...}` from the resolved config,
+    plus the option chosen in each config group (`{"model": "mlp", "debug": None}`), so readers
+    compare the values runs used, not only what their command lines said. Values that are not
+    short plain data are kept as (shortened) text."""
+    flat: dict[str, Any] = {str(k): v for k, v in choices.items()}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+            return
+        text = json.dumps(node, default=str)
+        flat[prefix[:-1]] = node if len(text) <= MAX_CONFIG_VALUE else text[:MAX_CONFIG_VALUE - 1] + "…"
+
+    walk(resolved, "")
+    return flat
+
+
 def progress(summary: dict[str, Any], *, epochs_completed: int, global_step: int,
              last_metrics: dict[str, float], best_checkpoint: str | None,
              best_metric: float | None) -> None:

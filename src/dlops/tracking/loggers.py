@@ -4,10 +4,12 @@ Each step calls the logger's `Tracker` hook (see dlops.tracking.tracker); a logg
 `Tracker` gets the default behaviour.
 """
 
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from dlops.rundir import layout
 from dlops.tracking.tracker import LEGACY_TARGETS, ResumePoint, Tracker, tracker_class
 
 
@@ -37,6 +39,17 @@ def record_trackers(loggers: list, summary: dict[str, Any]) -> None:
         if isinstance(logger, Tracker):
             logger.start(summary)
         summary.setdefault("loggers", []).append(type(logger).__name__)
+
+
+def log_exports(cfg: Any, summary: dict[str, Any], run_dir: Path) -> list[str]:
+    """Log the run's export (`RUN/export/`) to every tracker of the run's config that keeps models
+    (after `export=onnx`, and by `dlops export`); lines saying where each went."""
+    said = []
+    for node in (cfg.get("logger") or {}).values():
+        cls = tracker_class(str((node or {}).get("_target_", ""))) if node else None
+        if cls is not None and (line := cls.log_export(node, summary, run_dir / layout.EXPORT)):
+            said.append(line)
+    return said
 
 
 def log_config(loggers: list, cfg: DictConfig, **extra: Any) -> None:

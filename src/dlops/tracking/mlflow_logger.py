@@ -1,16 +1,23 @@
-"""MLflow on a local SQLite store that every run shares: no server, no network.
+"""MLflow as its users run it: a team's tracking server or a shared store, else a local SQLite
+store that every run started from one folder shares (no server, no network).
 
-Lightning's MLFlowLogger, plus what dlops needs: the store and experiment made once under a file
-lock (sweep jobs start together), tags that say where the run lives, the `.hydra/` config files as
-artifacts, figures, the run's outcome as its status, and a resume that continues the same MLflow
-run without logging a step twice.
+Lightning's MLFlowLogger, plus what dlops needs: the tracking URI chosen as MLflow users expect
+(`logger.mlflow.tracking_uri`, else MLFLOW_TRACKING_URI, else the local store), the store and
+experiment made once under a file lock (sweep jobs start together), a run name and tags with
+values, tags that say where the run lives, the `.hydra/` config files as artifacts, figures, the
+exported ONNX model (registered when asked), the run's outcome as its status, and a resume that
+continues the same MLflow run without logging a step twice.
 """
 
 import fcntl
+import logging
+import os
+import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from lightning_fabric.utilities.logger import _convert_params, _flatten_dict
 from lightning_utilities.core.rank_zero import rank_zero_only  # the one both Lightning packages set
@@ -18,9 +25,62 @@ from lightning_utilities.core.rank_zero import rank_zero_only  # the one both Li
 from dlops.errors import ConfigError
 from dlops.tracking.tracker import ResumePoint, Tracker, sweep_dir
 
+log = logging.getLogger(__name__)
+
 SQLITE = "sqlite:///"
 # a run's outcome (dlops status) -> MLflow run status
 RUN_STATUS = {"completed": "FINISHED", "interrupted": "KILLED"}  # anything else: FAILED
+# where the tracking URI came from, as summary.json records it
+FROM_CONFIG, FROM_ENV, FROM_LOCAL = "logger.mlflow.tracking_uri", "MLFLOW_TRACKING_URI", "local store"
+
+
+def choose_tracking_uri(tracking_uri: str | None, local_store: str) -> tuple[str, str]:
+    """The store a run logs to, and why: `logger.mlflow.tracking_uri` when set, else the
+    MLFLOW_TRACKING_URI environment variable, else `local_store`."""
+    if tracking_uri:
+        return tracking_uri, FROM_CONFIG
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"], FROM_ENV
+    return local_store, FROM_LOCAL
+
+
+def check_server(tracking_uri: str, source: str, timeout: float = 3.0) -> None:
+    """For an http(s) tracking server: raise ConfigError at once when nothing answers on its port
+    (MLflow's client would retry for minutes)."""
+    url = urlparse(tracking_uri)
+    if url.scheme not in ("http", "https"):
+        return
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+    raise ConfigError(f"the MLflow tracking server {tracking_uri} (from {source}) cannot be reached: "
+                      f"{reason}. Start it, or log elsewhere: unset MLFLOW_TRACKING_URI for the local "
+                      "store, or set logger.mlflow.tracking_uri.")
+
+
+def sweep_run_name(name: str | None) -> str | None:
+    """The MLflow run name: the run's `name`, and in a sweep the job number after it (`006-2`),
+    so a sweep's runs tell apart in the runs table."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if name is None or sweep_dir() is None:
+        return name
+    return f"{name}-{HydraConfig.get().job.num}"
+
+
+def tag_values(tags: list[str] | Mapping[str, Any] | None) -> dict[str, str]:
+    """MLflow tags from dlops `tags`: `team:vision` (or `team=vision`) is tag `team` with value
+    `vision`; a plain tag `mnist` is `mnist: true`; a mapping is used as it is."""
+    if isinstance(tags, Mapping):
+        return {str(k): str(v) for k, v in tags.items()}
+    found = {}
+    for tag in tags or []:
+        key, sep, value = str(tag).replace("=", ":", 1).partition(":")
+        found[key.strip()] = value.strip() if sep else "true"
+    return found
 
 
 def sqlite_file(tracking_uri: str) -> Path | None:
@@ -78,27 +138,40 @@ class MLFlowLogger(Tracker):
 
     lightning_base = "loggers.MLFlowLogger"
 
-    def __init__(self, tracking_uri: str, experiment_name: str = "dlops", run_name: str | None = None,
-                 tags: list[str] | Mapping[str, Any] | None = None, artifact_location: str | None = None,
-                 log_checkpoints: bool = False, run_id: str | None = None) -> None:
+    def __init__(self, tracking_uri: str | None = None, experiment_name: str = "dlops",
+                 run_name: str | None = None, tags: list[str] | Mapping[str, Any] | None = None,
+                 artifact_location: str | None = None, log_checkpoints: bool = False,
+                 run_id: str | None = None, local_store: str = "sqlite:///mlflow/mlflow.db",
+                 register_as: str | None = None) -> None:
+        tracking_uri, self.source = choose_tracking_uri(tracking_uri, local_store)
         db = sqlite_file(tracking_uri)
         if artifact_location is None and db is not None:
             artifact_location = str(db.resolve().parent / "artifacts")
         if rank_zero_only.rank == 0:
+            check_server(tracking_uri, self.source)
             open_experiment(tracking_uri, experiment_name, artifact_location)
-        if tags is not None and not isinstance(tags, Mapping):
-            tags = {str(tag): "" for tag in tags}  # dlops tags are names; MLflow's have values
-        super().__init__(experiment_name=experiment_name, run_name=run_name, tracking_uri=tracking_uri,
-                         tags=dict(tags or {}), log_model=log_checkpoints,
+        super().__init__(experiment_name=experiment_name, run_name=sweep_run_name(run_name),
+                         tracking_uri=tracking_uri, tags=tag_values(tags), log_model=log_checkpoints,
                          artifact_location=artifact_location, run_id=run_id)
+        self.register_as = register_as
         self.resumed = run_id is not None
         self._earlier: tuple[set[tuple[str, int]], set[str]] | None = None
 
     @classmethod
     def continue_config(cls, node: Any, point: ResumePoint) -> None:
-        run_id = (point.summary.get("mlflow") or {}).get("run_id")
-        if run_id and not point.copied_from:
-            node.run_id = run_id  # the same MLflow run
+        entry = point.summary.get("mlflow") or {}
+        if entry.get("run_id") and not point.copied_from:
+            node.run_id = entry["run_id"]  # the same MLflow run, in the same store
+            node.tracking_uri = entry.get("tracking_uri") or node.get("tracking_uri")
+
+    @classmethod
+    def log_export(cls, node: Any, summary: dict[str, Any], export_dir: Path) -> str | None:
+        entry = summary.get("mlflow") or {}
+        if not entry.get("run_id") or not (export_dir / "model.onnx").is_file():
+            return None
+        from dlops.tracking.mlflow_model import log_onnx_model
+
+        return log_onnx_model(entry, export_dir / "model.onnx", node.get("register_as"))
 
     def earlier(self) -> tuple[set[tuple[str, int]], set[str]]:
         """What earlier attempts of a resumed run logged: (metric, step) pairs and param keys."""
@@ -127,8 +200,12 @@ class MLFlowLogger(Tracker):
         config_dir = Path(summary["run_dir"]) / ".hydra"
         if config_dir.is_dir():
             client.log_artifacts(run_id, str(config_dir), "hydra")
-        summary["mlflow"] = {"tracking_uri": self._tracking_uri, "run_id": run_id,
-                             "experiment_id": self.experiment_id}
+        source = self.source
+        if self.resumed and (summary.get("mlflow") or {}).get("tracking_uri") == self._tracking_uri:
+            source = summary["mlflow"].get("tracking_uri_from", source)  # chosen by the first attempt
+        summary["mlflow"] = {"tracking_uri": self._tracking_uri, "tracking_uri_from": source,
+                             "run_id": run_id, "experiment_id": self.experiment_id}
+        log.info("MLflow logs to %s (from %s), run %s", self._tracking_uri, source, run_id)
 
     @rank_zero_only
     def log_hyperparams(self, params: Any) -> None:

@@ -8,6 +8,7 @@ gets the defaults: no summary entry, no figures, `finalize` at the end.
 """
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dlops.lightning import Adaptable
@@ -48,6 +49,14 @@ class Tracker(Adaptable):
         """What a resume needs to know about this tracker at a checkpoint (stored in it, rank 0);
         keys must not clash with other trackers'."""
         return {}
+
+    @classmethod
+    def log_export(cls, node: Any, summary: dict[str, Any], export_dir: Path) -> str | None:
+        """Log the run's export (`export_dir/model.onnx`, `model.json`) where this tracker keeps
+        models, for the run that `summary` names (at the end of training, or by `dlops export`
+        later, with this tracker's logger config `node`); may add to its entry in `summary`.
+        Returns a line saying where it went, or None when there was nothing to log."""
+        return None
 
     def start(self, summary: dict[str, Any]) -> None:
         """The run has started (its `summary` is filled in): tag the run, record in `summary` what

@@ -10,9 +10,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 from dlops.errors import ConfigError
+from dlops.rundir.metrics import infer_mode
 from dlops.tracking.tracker import ResumePoint, Tracker, sweep_dir
 
 log = logging.getLogger(__name__)
+DEFAULT_PROJECT = "dlops"
 
 
 def has_api_key() -> bool:
@@ -64,14 +66,19 @@ class WandbLogger(Tracker):
     lightning_base = "loggers.WandbLogger"
 
     def __init__(self, save_dir: str, offline: bool | None = None, group: str | None = None,
-                 **kwargs: Any) -> None:
+                 project: str | None = None, **kwargs: Any) -> None:
         import wandb
 
         offline = choose_offline(offline)
         run_id = kwargs.pop("id", None) or secrets.token_hex(4)
         Path(save_dir).mkdir(parents=True, exist_ok=True)
+        # a project the config sets wins, then WANDB_PROJECT, then dlops' default (Lightning's
+        # would be "lightning_logs"); `entity: null` leaves WANDB_ENTITY to W&B itself
+        project = project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT
+        self.user_mode = os.environ.get("WANDB_MODE")  # Lightning sets it for offline runs
         super().__init__(save_dir=save_dir, offline=offline, group=sweep_dir() if group is None else group,
-                         id=run_id, settings=wandb.Settings(silent=True), **kwargs)
+                         id=run_id, project=project, settings=wandb.Settings(silent=True), **kwargs)
+        self._wandb_init.pop("anonymous", None)  # W&B warns that the setting has no effect
         if offline:
             log.info("W&B logs offline to %s/wandb; upload later with `wandb sync %s/wandb/offline-run-*`",
                      save_dir, save_dir)
@@ -83,7 +90,19 @@ class WandbLogger(Tracker):
             node.id, node.resume = run_id, "allow"  # the same W&B run
 
     def start(self, summary: dict[str, Any]) -> None:
-        summary["wandb"] = {"id": self.version, "offline": self.experiment.offline}
+        run = self.experiment
+        if self.user_mode is None:  # WANDB_MODE as the user left it, for the next job of a sweep
+            os.environ.pop("WANDB_MODE", None)
+        else:
+            os.environ["WANDB_MODE"] = self.user_mode
+        summary["wandb"] = {"id": self.version, "offline": run.offline, "project": run.project}
+        monitor, mode = summary.get("monitor"), summary.get("mode")
+        if monitor and mode not in ("min", "max"):
+            mode = infer_mode(monitor)
+        if monitor and mode:
+            # the run's summary shows the best value by the run's mode where people look for it,
+            # `{monitor: {min: best, last: last}}`, rather than W&B's default, the last value
+            run.define_metric(monitor, step_metric="trainer/global_step", summary=f"{mode},last")
 
     def log_figures(self, figures: dict[str, Any], result: dict[str, Any], tag: str, step: int) -> None:
         """The confusion matrix as an image and a table, the ROC as a line plot, the AUCs."""
