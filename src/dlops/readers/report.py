@@ -56,7 +56,10 @@ def build_report(runs: Sequence[Run], metrics: Sequence[str] = (), sort: str | N
     modes = {m: metric_mode(m, runs) for m in metrics}
     varying = varying_overrides(runs)
     rows = [leaderboard_row(run, varying, metrics, modes) for run in runs]
-    scores = [*[f"{kind}_{m}" for m in metrics for kind in ("best", "final")], *tests, *evals]
+    chosen = [f"{kind}_{m}" for m in metrics for kind in ("best", "final")]
+    # a metric named like a column (`status`, `run_dir`) is the run's data, never that column
+    fixed = {*varying, *chosen, "status", "epochs", "max_epochs", "duration_s", "run_dir"}
+    scores = [*chosen, *(m for m in [*tests, *evals] if m not in fixed)]
     columns = [*varying, "status", "epochs", "max_epochs", *scores, "duration_s", "run_dir"]
     rows = [{c: row.get(c) for c in columns} for row in rows]
 
