@@ -192,7 +192,8 @@ def torch_against_onnxruntime(run_dir: Path, images: np.ndarray, rounds: int) ->
                         run()
                     times[name].append(1000 * (time.perf_counter() - start) / repeats)
         medians = {name: statistics.median(t) for name, t in times.items()}
-        result[str(batch)] = {**medians, "torch_over_onnxruntime": medians["torch eager"] / medians["onnxruntime"]}
+        ratio = medians["torch eager"] / medians["onnxruntime"]
+        result[str(batch)] = {**medians, "torch_over_onnxruntime": ratio}
     return result
 
 
@@ -220,7 +221,8 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
                  f"torch / onnxruntime |\n|---|---|---|---|\n{table}\n\n")
     return text + (f"Command: `python bench/bench_serve.py --requests {args.requests} --rounds {args.rounds} "
                    f"--workers {args.workers}{' --torch' if args.torch else ''}`; 1-min load average "
-                   f"before {results['load_before']:.2f}, after {results['machine']['load_average_1min']:.2f} "
+                   f"before {results['load_before']:.2f}, "
+                   f"after {results['machine']['load_average_1min']:.2f} "
                    f"({results['machine']['cpu_count']} cores, shared).\n")
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from helpers import clean_env
+from helpers import Server, clean_env
 from PIL import Image
 
 from dlops.cli import main
@@ -50,48 +50,12 @@ def write_run(run: Path, shape: list[int] = SHAPE, **info: object) -> Path:
         "format": "onnx", "model": "Flatten",
         "input": {"name": "pixels", "shape": ["batch", *shape], "dtype": "float32", "range": [0, 255]},
         "output": {"name": "values", "shape": ["batch", size], "dtype": "float32"},
-        "decoder": {"color_mode": "L" if shape[0] == 1 else "RGB", "size": shape[1:], "formats": ["JPEG", "PNG"]},
+        "decoder": {"color_mode": "L" if shape[0] == 1 else "RGB", "size": shape[1:],
+                    "formats": ["JPEG", "PNG"]},
         "source_checkpoint": {"path": "/home/someone/secret/best.ckpt", "sha256": "0" * 64},
         **info}
     (run / "export" / "model.json").write_text(json.dumps(described))
     return run
-
-
-class Server:
-    """`dlops serve RUN ARGS` as a process of its own on 127.0.0.1 (any free port)."""
-
-    def __init__(self, run: Path, *args: str, env: dict | None = None, preexec=None) -> None:
-        self.log = open(run.parent / f"serve-{time.monotonic_ns()}.log", "w+")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "dlops.cli", "serve", str(run), "--port", "0", *args],
-                                     env=env or clean_env(), stdout=self.log, stderr=subprocess.STDOUT,
-                                     preexec_fn=preexec, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while " on http://" not in self.output():
-            assert self.proc.poll() is None and time.monotonic() < deadline, self.output()
-            time.sleep(0.05)
-        self.url = self.output().split(" on ")[1].split()[0]
-        self.port = int(self.url.rsplit(":", 1)[1])
-        while True:  # the port listens before uvicorn answers
-            try:
-                httpx.get(f"{self.url}/health", timeout=5)
-                break
-            except httpx.TransportError:
-                assert self.proc.poll() is None and time.monotonic() < deadline, self.output()
-                time.sleep(0.05)
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            code = self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            code = self.proc.wait()
-        return code, self.output()
 
 
 @pytest.fixture(scope="module")
@@ -190,8 +154,8 @@ print(times)
 def health_while(url: str, work) -> list[float]:
     """Seconds each GET /health took, every 20 ms, while `work()` ran: timed by a process of its
     own, so that the threads of `work` do not delay the timing client."""
-    poller = subprocess.Popen([sys.executable, "-c", POLL, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True, env=clean_env())
+    poller = subprocess.Popen([sys.executable, "-c", POLL, url], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=clean_env())
     done = threading.Event()
 
     def tick() -> None:
@@ -364,7 +328,8 @@ def test_requests_beyond_the_concurrency_limit_get_503(run):
 def test_connections_beyond_the_file_limit_are_turned_away_without_a_flood_of_errors(run):
     import resource
 
-    served = Server(run, "--timeout", "1", preexec=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128)))
+    few_files = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))  # noqa: E731
+    served = Server(run, "--timeout", "1", preexec=few_files)
     try:
         held = [socket.create_connection(("127.0.0.1", served.port)) for _ in range(300)]
         time.sleep(2.5)  # the deadline of those let in passes; those beyond the cap were answered 503
@@ -387,7 +352,8 @@ def test_json_rows_are_answered_one_output_a_row(server):
 
 
 def test_no_response_shows_a_path(server, run):
-    bodies = [httpx.get(f"{server.url}{path}").text for path in ("/openapi.json", "/metadata", "/docs", "/health")]
+    paths = ("/openapi.json", "/metadata", "/docs", "/health")
+    bodies = [httpx.get(f"{server.url}{path}").text for path in paths]
     metadata = httpx.get(f"{server.url}/metadata").json()
     assert metadata["source_checkpoint"] == {"file": "best.ckpt", "sha256": "0" * 64}
     assert metadata["accepts"]["json"]["row_shape"] == SHAPE and metadata["accepts"]["image"]["formats"]
@@ -445,7 +411,7 @@ def test_a_crafted_model_json_stops_start_up_with_one_message(tmp_path, capsys, 
     (["--workers", "0"], "--workers must be from 1 to 64, got 0"),
     (["--timeout", "0"], "--timeout must be seconds, above 0"),
     (["--host", "bad host!"], "--host bad host!: not an address or a name this machine can resolve"),
-    (["--host", "192.0.2.1"], "cannot listen on 192.0.2.1:8000: Cannot assign requested address. --host must"),
+    (["--host", "192.0.2.1"], "cannot listen on 192.0.2.1:8000: Cannot assign requested address. --host"),
 ])
 def test_bad_command_line_values_get_one_message_each(run, capsys, args, message):
     assert main(["serve", str(run), *args]) == 2
@@ -453,7 +419,8 @@ def test_bad_command_line_values_get_one_message_each(run, capsys, args, message
     assert err.startswith("dlops serve: error:") and message in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize(("sig", "workers"), [(signal.SIGINT, "1"), (signal.SIGTERM, "1"), (signal.SIGTERM, "2")])
+@pytest.mark.parametrize(("sig", "workers"),
+                         [(signal.SIGINT, "1"), (signal.SIGTERM, "1"), (signal.SIGTERM, "2")])
 def test_sigint_and_sigterm_stop_the_server_cleanly(run, sig, workers):
     served = Server(run, "--workers", workers)
     for _ in range(4):  # with two processes, requests reach both

@@ -18,7 +18,8 @@ def class_folders(split_dir: Path) -> list[str]:
     return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def read_split(split_dir: Path, classes: list[str], color_mode: str, size: int | None) -> tuple[Split, set[str]]:
+def read_split(split_dir: Path, classes: list[str], color_mode: str,
+               size: int | None) -> tuple[Split, set[str]]:
     """Decode every image of one split into a uint8 `(N, C, H, W)` tensor (dlops.serve.images, the
     decoder `dlops predict` and `dlops serve` use too); also the image formats it held."""
     arrays, labels, alpha_only, formats = [], [], [], set()
@@ -29,7 +30,7 @@ def read_split(split_dir: Path, classes: list[str], color_mode: str, size: int |
                               f"({', '.join(sorted(IMAGE_SUFFIXES))}).")
         for file in files:
             try:
-                pixels, kind, from_alpha = decode_image(file, color_mode, None if size is None else (size, size))
+                pixels, kind, from_alpha = decode_image(file, color_mode, size and (size, size))
             except ImageError as exc:
                 raise ConfigError(f"cannot read image {file}: {exc}. Remove or replace the file.") from None
             arrays.append(pixels)

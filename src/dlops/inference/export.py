@@ -3,8 +3,9 @@
 Writes `RUN/export/model.onnx` (dynamic batch axis; for classifiers class probabilities out, for
 image classifiers raw 0-255 pixels in, the preprocessing inside the graph) and
 `RUN/export/model.json` (what goes in and out, class names, how images are decoded, the source
-checkpoint and its sha256, versions, and the parity figures of the check). Both are written to a temp folder first and moved in only when the
-check passes, so `export/` never holds an unverified model.
+checkpoint and its sha256, versions, and the parity figures of the check). Both are written to
+a temp folder first and moved in only when the check passes, so `export/` never holds an
+unverified model.
 """
 
 import os
@@ -73,7 +74,13 @@ def example_and_inputs(model: Any, datamodule: Any, count: int) -> tuple[torch.T
     if real is not None and real.shape[1:] == example.shape[1:] and real.dtype == example.dtype:
         return example, real, f"the first inputs of the run's {split} split"
     tiled = example.repeat(-(-count // len(example)), *[1] * (example.ndim - 1))[:count]
-    return example, tiled, f"{kind}.example_input_array, repeated to {count} rows"
+    if not example.is_floating_point():
+        return example, tiled, f"{kind}.example_input_array, repeated to {count} rows"
+    # rows that differ, so that every weight counts (a zero example checks only the biases)
+    noise = torch.randn(tiled.shape, generator=torch.Generator().manual_seed(0)).to(example.dtype)
+    spread = float(example.float().std()) if example.numel() > 1 else 0.0
+    return example, tiled + noise * (spread or 1.0), \
+        f"{kind}.example_input_array, repeated to {count} rows with seeded noise added"
 
 
 def verify(onnx_file: Path, net: torch.nn.Module, inputs: torch.Tensor, source: str) -> dict[str, Any]:
@@ -89,7 +96,8 @@ def verify(onnx_file: Path, net: torch.nn.Module, inputs: torch.Tensor, source: 
         with torch.inference_mode():
             expected = net(batch).float().numpy()
         got = session.run(None, {name: batch.numpy()})[0]
-        argmax = expected.ndim < 2 or expected.shape[-1] < 2 or bool((expected.argmax(-1) == got.argmax(-1)).all())
+        one_column = expected.ndim < 2 or expected.shape[-1] < 2  # no argmax to compare
+        argmax = one_column or bool((expected.argmax(-1) == got.argmax(-1)).all())
         checks.append({"batch_size": len(batch), "max_abs_diff": float(np.abs(expected - got).max()),
                        "argmax_agrees": argmax})
     passed = all(c["max_abs_diff"] <= TOLERANCE and c["argmax_agrees"] for c in checks)
@@ -121,7 +129,8 @@ def describe(model: Any, datamodule: Any, example: torch.Tensor, output: torch.T
         "input": {"name": names[0], "shape": shape, "dtype": str(example.dtype).removeprefix("torch."),
                   "meaning": "what the model's forward takes, one row per example"},
         "output": {"name": names[1], "shape": ["batch", *output.shape[1:]],
-                   "dtype": str(output.dtype).removeprefix("torch."), "meaning": "the model's forward output"},
+                   "dtype": str(output.dtype).removeprefix("torch."),
+                   "meaning": "the model's forward output"},
     }
     if not is_classifier(model):
         return info

@@ -108,12 +108,14 @@ def cast(array: np.ndarray, model: ServedModel) -> np.ndarray:
     else:
         info = np.iinfo(model.dtype)
         if (array != np.round(array)).any() or array.min() < info.min or array.max() > info.max:
-            raise BadRequest(422, f"inputs must be whole numbers from {info.min} to {info.max} ({model.dtype})")
+            raise BadRequest(422, f"inputs must be whole numbers from {info.min} to {info.max} "
+                                  f"({model.dtype})")
         rows = array.astype(model.dtype)
     if model.value_range is not None:
         low, high = model.value_range
         if array.min() < low or array.max() > high:
-            raise BadRequest(422, f"inputs must be from {low} to {high} (raw pixel values for an image model)")
+            raise BadRequest(422, f"inputs must be from {low} to {high} (raw pixel values for an image "
+                                  "model)")
     return rows
 
 

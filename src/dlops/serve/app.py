@@ -55,7 +55,8 @@ def metadata(model: ServedModel, limits: Limits) -> dict[str, Any]:
                             "formats": model.decoder["formats"], "max_pixels": limits.max_pixels}
     answers = {"json": '{"outputs": [...]} one entry per row'}
     if model.class_names:
-        answers["json"] = '{"outputs": [...], "labels": [...], "probabilities": [{class: p}, ...]} one entry per row'
+        answers["json"] = ('{"outputs": [...], "labels": [...], "probabilities": [{class: p}, ...]} '
+                           "one entry per row")
         answers["image"] = '{"label": class, "probabilities": {class: p}}'
     limit_names = ("max_upload_bytes", "max_pixels", "max_concurrency", "timeout_s")
     return {**info, "accepts": accepts, "answers": answers,
@@ -63,10 +64,11 @@ def metadata(model: ServedModel, limits: Limits) -> dict[str, Any]:
 
 
 async def respond(send: Any, status: int, detail: str, headers: tuple = ()) -> None:
+    """A JSON `{"detail": ...}` answer that closes the connection (its body may not have been read)."""
     body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close"), *headers]})
+    head = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -183,7 +185,8 @@ def create_app(model: ServedModel, limits: Limits) -> tuple[Any, Batcher]:
 
     if limits.max_pixels is None:
         limits = replace(limits, max_pixels=pixel_cap(model))
-    batcher = Batcher(partial(answer_batch, model, max_pixels=limits.max_pixels), 1, limits.batch_wait_ms / 1000)
+    work = partial(answer_batch, model, max_pixels=limits.max_pixels)
+    batcher = Batcher(work, 1, limits.batch_wait_ms / 1000)
     described = metadata(model, limits)
     app = FastAPI(title=f"dlops: {model.info.get('model', 'model')}", redoc_url=None,
                   version=__version__,

@@ -111,7 +111,8 @@ def check_info(text: bytes) -> dict[str, Any]:
     shape = inputs.get("shape")
     if not (isinstance(inputs.get("name"), str) and isinstance(output.get("name"), str)):
         raise ValueError("input.name and output.name must be strings")
-    if not (isinstance(shape, list) and len(shape) >= 2 and shape[0] == "batch" and _positive_ints(shape[1:])):
+    if not (isinstance(shape, list) and len(shape) >= 2 and shape[0] == "batch"
+            and _positive_ints(shape[1:])):
         raise ValueError(f"input.shape must be ['batch', sizes...], got {shape!r}"[:300])
     if math.prod(shape[1:]) > MAX_ROW_VALUES:
         raise ValueError(f"input.shape {shape} holds over {MAX_ROW_VALUES} values a row")

@@ -31,7 +31,8 @@ def check_limits(port: int, limits: Limits) -> None:
               ("--max-pixels", limits.max_pixels, limits.max_pixels is None or limits.max_pixels >= 1,
                "at least 1"),
               ("--max-concurrency", limits.max_concurrency, limits.max_concurrency >= 1, "at least 1"),
-              ("--timeout", limits.timeout_s, 0 < limits.timeout_s <= 3600, "seconds, above 0 and at most 3600"),
+              ("--timeout", limits.timeout_s, 0 < limits.timeout_s <= 3600,
+               "seconds, above 0 and at most 3600"),
               ("--workers", limits.workers, 1 <= limits.workers <= 64, "from 1 to 64"),
               ("--batch-wait-ms", limits.batch_wait_ms, 0 <= limits.batch_wait_ms <= 1000, "from 0 to 1000")]
     for option, value, ok, expected in checks:
@@ -99,8 +100,10 @@ def run_process(run_dir: str | Path, sock: socket.socket, limits: Limits) -> lis
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     cap = connection_cap()
     config = uvicorn.Config(app, http=protocol(limits.timeout_s, cap), backlog=cap, lifespan="off",
-                            log_level="warning", access_log=False, timeout_keep_alive=min(5, limits.timeout_s),
-                            timeout_graceful_shutdown=max(5, limits.timeout_s), h11_max_incomplete_event_size=16384)
+                            log_level="warning", access_log=False,
+                            timeout_keep_alive=min(5, limits.timeout_s),  # idle kept-alive connections
+                            timeout_graceful_shutdown=max(5, limits.timeout_s),
+                            h11_max_incomplete_event_size=16384)  # a request head over 16 KiB: 400
     server = Server(config)
     try:
         server.run(sockets=[sock])
@@ -153,7 +156,8 @@ def supervise(run_dir: str | Path, sock: socket.socket, limits: Limits) -> list[
     return stopping[:1]
 
 
-def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None) -> None:
+def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
+          limits: Limits | None = None) -> None:
     """Serve the run's export with uvicorn until SIGINT or SIGTERM."""
     limits = limits or Limits()
     check_limits(port, limits)
@@ -164,7 +168,8 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, limits
     print(f"serving {Path(run_dir)} on http://{host}:{sock.getsockname()[1]} with {limits.workers} "
           f"worker process(es) (API docs: /docs)", flush=True)
     try:
-        stopped_by = run_process(run_dir, sock, limits) if limits.workers == 1 else supervise(run_dir, sock, limits)
+        run = run_process if limits.workers == 1 else supervise
+        stopped_by = run(run_dir, sock, limits)
     finally:
         sock.close()
     names = ", ".join(signal.Signals(sig).name for sig in stopped_by)
