@@ -1,11 +1,12 @@
 """Serving latency and throughput of `dlops serve` beside onnxruntime's own time, in one run.
 
     PYTHONPATH=src python bench/bench_serve.py [--run RUN] [--requests 400] [--rounds 5]
-        [--workers 1] [--batch-wait-ms 0] [--torch]
+        [--workers 1 2] [--batch-wait-ms 0] [--torch]
 
 Without --run, trains a quick run (`python train.py model=cnn export=onnx ...`, one epoch) in a
-temporary folder. Then starts `dlops serve RUN` as a subprocess on 127.0.0.1 and, in each of
-`--rounds` rounds, one after another so that load on the machine hits all alike:
+temporary folder. Then starts `dlops serve RUN --workers N` as a subprocess on 127.0.0.1 for each N
+given and, in each of `--rounds` rounds, one after another so that load on the machine hits all
+alike:
 1. one client: `--requests` single-image PNG uploads (multipart, as `curl -F` sends them), each
    sent when the answer to the last has come, over one keep-alive connection;
 2. eight clients doing the same at once (`--requests` in all), eight connections;
@@ -89,13 +90,24 @@ def clients(port: int, requests: list[bytes], count: int) -> tuple[list[float], 
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds used by process `pid` and its children (the worker processes of --workers N)."""
+    def used(stat: Path) -> float:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    total = used(Path(f"/proc/{pid}/stat"))
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[1] == str(pid):
+                total += used(stat)
+        except OSError:
+            pass  # a process that ended meanwhile
+    return total
 
 
-def start_server(run_dir: Path, args: argparse.Namespace) -> tuple[subprocess.Popen, int]:
+def start_server(run_dir: Path, workers: int, batch_wait_ms: float) -> tuple[subprocess.Popen, int]:
     server = subprocess.Popen([PYTHON, "-m", "dlops.cli", "serve", str(run_dir), "--port", "0",
-                               "--workers", str(args.workers), "--batch-wait-ms", str(args.batch_wait_ms)],
+                               "--workers", str(workers), "--batch-wait-ms", str(batch_wait_ms)],
                               env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     line = server.stdout.readline()
     if " on http://" not in line:
@@ -103,19 +115,18 @@ def start_server(run_dir: Path, args: argparse.Namespace) -> tuple[subprocess.Po
     port = int(line.split(" on http://")[1].split()[0].rsplit(":", 1)[1])
     for _ in range(100):
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            clients(port, upload_requests(np.zeros((1, 1, 28, 28), np.uint8)), 1)
             return server, port
         except OSError:
             time.sleep(0.1)
-    raise SystemExit("dlops serve did not listen")
+    raise SystemExit("dlops serve did not answer")
 
 
-def floor_ms(run_dir: Path, images: np.ndarray, workers: int, repeats: int) -> list[float]:
-    """onnxruntime's own time for one image, ms, with the server's session options."""
+def floor_ms(run_dir: Path, images: np.ndarray, repeats: int) -> list[float]:
+    """onnxruntime's own time for one image, ms, with the session options of `dlops serve`."""
     from dlops.serve.model import load_model
 
-    cores = len(os.sched_getaffinity(0))
-    model = load_model(run_dir, threads=max(1, cores // workers))
+    model = load_model(run_dir, threads=len(os.sched_getaffinity(0)))
     pixels = images[:1].astype(np.float32)
     model.run(pixels)
     times = []
@@ -127,38 +138,44 @@ def floor_ms(run_dir: Path, images: np.ndarray, workers: int, repeats: int) -> l
 
 
 def serving(run_dir: Path, images: np.ndarray, args: argparse.Namespace) -> dict:
+    """For each --workers count: latency and throughput at 1 and 8 clients; and the floor."""
     requests = upload_requests(images)
-    server, port = start_server(run_dir, args)
-    measured = {"1": ([], 0.0), str(CLIENTS): ([], 0.0)}
+    order = (requests * (-(-args.requests // len(requests))))[: args.requests]
+    servers = {workers: start_server(run_dir, workers, args.batch_wait_ms) for workers in args.workers}
+    measured = {(w, c): ([], 0.0) for w in args.workers for c in (1, CLIENTS)}
+    cpu = dict.fromkeys(args.workers, 0.0)
     floor: list[float] = []
-    cpu = 0.0
     try:
-        clients(port, requests[:50], 1)  # warm-up
-        clients(port, requests[:50], CLIENTS)
+        for _, port in servers.values():  # warm-up
+            clients(port, requests[:50], CLIENTS)
         for _ in range(args.rounds):
-            for count in (1, CLIENTS):
-                order = requests * (-(-args.requests // len(requests)))
-                before = cpu_seconds(server.pid)
-                latencies, wall = clients(port, order[: args.requests], count)
-                if count == 1:
-                    cpu += cpu_seconds(server.pid) - before
-                done, total = measured[str(count)]
-                measured[str(count)] = (done + latencies, total + wall)
-            floor += floor_ms(run_dir, images, args.workers, args.requests)
+            for workers, (server, port) in servers.items():
+                for count in (1, CLIENTS):
+                    before = cpu_seconds(server.pid)
+                    latencies, wall = clients(port, order, count)
+                    if count == 1:
+                        cpu[workers] += cpu_seconds(server.pid) - before
+                    done, total = measured[workers, count]
+                    measured[workers, count] = (done + latencies, total + wall)
+            floor += floor_ms(run_dir, images, args.requests)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for server, _ in servers.values():
+            server.terminate()
+            server.wait(timeout=30)
     floor_p50 = statistics.median(floor)
-    result = {"floor_ms": {"p50": floor_p50, "p99": sorted(floor)[int(0.99 * (len(floor) - 1))]},
-              "server_cpu_ms_per_request_1_client": 1000 * cpu / (args.rounds * args.requests)}
-    for count, (latencies, wall) in measured.items():
-        ms = sorted(1000 * t for t in latencies)
-        p50, p99 = statistics.median(ms), ms[int(0.99 * (len(ms) - 1))]
-        result[f"{count}_clients"] = {"requests": len(ms), "p50_ms": p50, "p99_ms": p99, "max_ms": ms[-1],
-                                      "requests_per_s": len(ms) / wall, "p50_over_floor": p50 / floor_p50,
-                                      "p99_over_floor": p99 / floor_p50}
-    result["throughput_8_over_1"] = (result[f"{CLIENTS}_clients"]["requests_per_s"]
-                                     / result["1_clients"]["requests_per_s"])
+    result: dict = {"floor_ms": {"p50": floor_p50, "p99": sorted(floor)[int(0.99 * (len(floor) - 1))]}}
+    for workers in args.workers:
+        one = result[f"workers_{workers}"] = {
+            "server_cpu_ms_per_request_1_client": 1000 * cpu[workers] / (args.rounds * args.requests)}
+        for count in (1, CLIENTS):
+            latencies, wall = measured[workers, count]
+            ms = sorted(1000 * t for t in latencies)
+            p50, p99 = statistics.median(ms), ms[int(0.99 * (len(ms) - 1))]
+            one[f"{count}_clients"] = {"requests": len(ms), "p50_ms": p50, "p99_ms": p99, "max_ms": ms[-1],
+                                       "requests_per_s": len(ms) / wall, "p50_over_floor": p50 / floor_p50,
+                                       "p99_over_floor": p99 / floor_p50}
+        one["throughput_8_over_1"] = (one[f"{CLIENTS}_clients"]["requests_per_s"]
+                                      / one["1_clients"]["requests_per_s"])
     return result
 
 
@@ -199,19 +216,26 @@ def torch_against_onnxruntime(run_dir: Path, images: np.ndarray, rounds: int) ->
 
 def markdown(results: dict, args: argparse.Namespace) -> str:
     served, floor = results["serving"], results["serving"]["floor_ms"]["p50"]
-    rows = "\n".join(
-        f"| {count} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['requests_per_s']:.0f} | "
-        f"{s['p50_over_floor']:.1f}x | {s['p99_over_floor']:.1f}x |"
-        for count, s in ((c, served[f"{c}_clients"]) for c in (1, CLIENTS)))
+    lines = []
+    for workers in args.workers:
+        one = served[f"workers_{workers}"]
+        for count in (1, CLIENTS):
+            s = one[f"{count}_clients"]
+            ratio = f"{one['throughput_8_over_1']:.2f}x" if count == CLIENTS else ""
+            cpu = f"{one['server_cpu_ms_per_request_1_client']:.2f}" if count == 1 else ""
+            lines.append(f"| {workers} | {count} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | "
+                         f"{s['requests_per_s']:.0f} | {s['p50_over_floor']:.1f}x | "
+                         f"{s['p99_over_floor']:.1f}x | {ratio} | {cpu} |")
+    rows = "\n".join(lines)
     text = (
-        f"`dlops serve` on 127.0.0.1 (--workers {args.workers}, --batch-wait-ms {args.batch_wait_ms:g}), "
-        f"one 28x28 PNG upload a request (multipart), {args.requests} requests a round, "
-        f"{args.rounds} rounds of 1 client, {CLIENTS} clients and the floor, interleaved:\n\n"
-        f"| clients | p50 ms | p99 ms | requests/s | p50 / floor | p99 / floor |\n|---|---|---|---|---|---|\n"
-        f"{rows}\n\n"
-        f"Floor: onnxruntime alone on the same image, p50 {floor:.3f} ms. Throughput at {CLIENTS} clients: "
-        f"{served['throughput_8_over_1']:.2f}x one client's. Server CPU per request at one client: "
-        f"{served['server_cpu_ms_per_request_1_client']:.2f} ms.\n\n")
+        f"`dlops serve` on 127.0.0.1 (--batch-wait-ms {args.batch_wait_ms:g}), one 28x28 PNG upload a "
+        f"request (multipart), {args.requests} requests a round, {args.rounds} rounds; in each round every "
+        f"server at 1 client and at {CLIENTS} clients, then the floor, one after another:\n\n"
+        f"| --workers | clients | p50 ms | p99 ms | requests/s | p50 / floor | p99 / floor | "
+        f"{CLIENTS} clients / 1 | server CPU ms a request |\n"
+        f"|---|---|---|---|---|---|---|---|---|\n{rows}\n\n"
+        f"Floor: onnxruntime alone on the same image (the session options of `dlops serve`), p50 "
+        f"{floor:.3f} ms, p99 {served['floor_ms']['p99']:.3f} ms.\n\n")
     if "inference_ms_per_batch" in results:
         compared = results["inference_ms_per_batch"]
         table = "\n".join(f"| {b} | {c['onnxruntime']:.3f} | {c['torch eager']:.3f} | "
@@ -220,7 +244,8 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
                  f"of {args.rounds} interleaved rounds:\n\n| batch | onnxruntime | torch eager | "
                  f"torch / onnxruntime |\n|---|---|---|---|\n{table}\n\n")
     return text + (f"Command: `python bench/bench_serve.py --requests {args.requests} --rounds {args.rounds} "
-                   f"--workers {args.workers}{' --torch' if args.torch else ''}`; 1-min load average "
+                   f"--workers {' '.join(map(str, args.workers))}{' --torch' if args.torch else ''}`; "
+                   f"1-min load average "
                    f"before {results['load_before']:.2f}, "
                    f"after {results['machine']['load_average_1min']:.2f} "
                    f"({results['machine']['cpu_count']} cores, shared).\n")
@@ -231,7 +256,8 @@ def main() -> None:
     parser.add_argument("--run", type=Path, help="an exported run dir (default: train one)")
     parser.add_argument("--requests", type=int, default=400, help="requests a round, at each client count")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="server processes; "
+                        "one server per count given, measured side by side")
     parser.add_argument("--batch-wait-ms", type=float, default=0.0)
     parser.add_argument("--torch", action="store_true", help="also onnxruntime against torch eager")
     args = parser.parse_args()

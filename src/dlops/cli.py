@@ -133,8 +133,10 @@ def add_after_training(commands: argparse._SubParsersAction) -> None:
 
     ex = commands.add_parser(
         "export", help="export a run's model to ONNX, verified against torch",
-        description="Write RUN/export/model.onnx (raw 0-255 pixels in, class probabilities out, "
-        "dynamic batch) and model.json, after checking onnxruntime against torch on the run's data.")
+        description="Write RUN/export/model.onnx (dynamic batch; classifiers answer class probabilities, "
+        "image classifiers take raw 0-255 pixels) and model.json, after checking onnxruntime against "
+        "torch on the run's data. The input is exported from the model's example_input_array, else from "
+        "its data's batches (a tensor, or a tuple starting with one).")
     ex.add_argument("run_dir", metavar="RUN", help="run directory")
     ex.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
     ex.add_argument("--ckpt", **ckpt)

@@ -21,7 +21,7 @@ from PIL import Image
 from dlops.errors import ConfigError
 from dlops.serve.app import Limits, create_app, pixel_cap
 from dlops.serve.http import connection_cap, protocol
-from dlops.serve.model import load_model
+from dlops.serve.model import ServedModel, load_model
 
 
 def check_limits(port: int, limits: Limits) -> None:
@@ -90,10 +90,11 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def run_process(run_dir: str | Path, sock: socket.socket, limits: Limits) -> list[int]:
+def run_process(run_dir: str | Path, sock: socket.socket, limits: Limits,
+                model: ServedModel | None = None) -> list[int]:
     """Serve on `sock` in this process until SIGINT or SIGTERM; the signals that stopped it."""
     # one worker process: onnxruntime may use every core; several share them
-    model = load_model(run_dir, threads=max(1, cores() // limits.workers))
+    model = model or load_model(run_dir, threads=max(1, cores() // limits.workers))
     app, batcher = create_app(model, limits)
     logging.getLogger("python_multipart").setLevel(logging.ERROR)  # a bad upload is the client's: 422
     # the pixel cap refuses an image long before Pillow's own bomb limit would warn about it
@@ -161,15 +162,18 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
     """Serve the run's export with uvicorn until SIGINT or SIGTERM."""
     limits = limits or Limits()
     check_limits(port, limits)
-    model = load_model(run_dir)  # checked here: a bad export is one message before the port is taken
+    # checked here: a bad export is one message before the port is taken
+    model = load_model(run_dir, threads=max(1, cores() // limits.workers))
     limits = replace(limits, max_pixels=limits.max_pixels or pixel_cap(model))
-    del model
     sock = bind(host, port)
     print(f"serving {Path(run_dir)} on http://{host}:{sock.getsockname()[1]} with {limits.workers} "
           f"worker process(es) (API docs: /docs)", flush=True)
     try:
-        run = run_process if limits.workers == 1 else supervise
-        stopped_by = run(run_dir, sock, limits)
+        if limits.workers == 1:
+            stopped_by = run_process(run_dir, sock, limits, model)
+        else:
+            del model  # each worker process loads its own
+            stopped_by = supervise(run_dir, sock, limits)
     finally:
         sock.close()
     names = ", ".join(signal.Signals(sig).name for sig in stopped_by)
