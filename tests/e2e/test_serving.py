@@ -421,10 +421,13 @@ def test_bad_command_line_values_get_one_message_each(run, capsys, args, message
 
 @pytest.mark.parametrize(("sig", "workers"),
                          [(signal.SIGINT, "1"), (signal.SIGTERM, "1"), (signal.SIGTERM, "2")])
-def test_sigint_and_sigterm_stop_the_server_cleanly(run, sig, workers):
+def test_sigint_and_sigterm_stop_the_server_cleanly(run, capsys, sig, workers):
     served = Server(run, "--workers", workers)
     for _ in range(4):  # with two processes, requests reach both
         assert httpx.post(f"{served.url}/predict", json={"inputs": [[[0] * 28] * 28]}).status_code == 200
+    # worker processes share their port, but a second server cannot join them
+    assert main(["serve", str(run), "--port", str(served.port), "--workers", workers]) == 2
+    assert "Address already in use" in capsys.readouterr().err
     code, output = served.stop(sig)
     assert code == 0 and "Traceback" not in output and "KeyboardInterrupt" not in output
     assert output.strip().endswith(f"stopped by {signal.Signals(sig).name}"), output
