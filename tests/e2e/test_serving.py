@@ -24,7 +24,7 @@ from helpers import Server, clean_env
 from PIL import Image
 
 from dlops.cli import main
-from dlops.data.image_folder import read_split
+from dlops.data.image_folder import ImageFolderDataModule
 from dlops.inference.predict import read_images
 
 SHAPE = [1, 28, 28]
@@ -60,7 +60,7 @@ def write_run(run: Path, shape: list[int] = SHAPE, **info: object) -> Path:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
-    return write_run(tmp_path_factory.mktemp("serving") / "run")
+    return write_run(tmp_path_factory.mktemp("serving") / "run", note="kept in /home/someone/notes")
 
 
 @pytest.fixture(scope="module")
@@ -113,17 +113,23 @@ def awkward_images(folder: Path) -> list[Path]:
 
 
 def test_training_predict_and_serve_decode_every_file_to_the_same_tensor(server, tmp_path):
-    files = awkward_images(tmp_path / "train")
-    trained, _ = read_split(tmp_path / "train", ["x"], "L", 28)  # datamodule=image_folder
+    files = awkward_images(tmp_path / "digits" / "train")  # class x: the files; class y: one more
+    for split, name in (("train", "y"), ("test", "x"), ("test", "y")):
+        (tmp_path / "digits" / split / name).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "digits" / split / name / "digit.png").write_bytes(files[0].read_bytes())
+    data = ImageFolderDataModule(str(tmp_path / "digits"), image_size=28)  # datamodule=image_folder
+    data.setup("fit")
+    trained = data.splits["train"].images[: len(files)].numpy()
+    assert data.image_formats == {"PNG", "JPEG"}  # what model.json's decoder will list
     predicted = read_images(files, SHAPE).numpy()  # dlops predict
-    assert trained.images.shape == (len(files), 1, 28, 28)
+    assert trained.shape == (len(files), 1, 28, 28)
     for index, file in enumerate(files):
-        answer = upload(server.url, file.read_bytes(), file.name)
+        answer = upload(server.url, file.read_bytes(), file.name)  # dlops serve
         assert answer.status_code == 200, answer.text
         served = np.asarray(answer.json()["outputs"][0]).reshape(SHAPE)
-        assert (served == trained.images[index].numpy()).all(), file.name
+        assert (served == trained[index]).all(), file.name
         assert (served == predicted[index]).all(), file.name
-    by_name = dict(zip((f.name for f in files), trained.images.numpy(), strict=True))
+    by_name = dict(zip((f.name for f in files), trained, strict=True))
     assert by_name["alpha_only.png"].sum() > 10_000  # read from its alpha channel, not blank
     assert by_name["sixteen_bit.png"].max() > 200  # scaled to 8 bits, not clipped to white
 

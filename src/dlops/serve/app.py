@@ -2,7 +2,7 @@
 
 No torch here or in anything imported from here (the serving process starts fast and small;
 a test checks the process's memory map). The event loop only moves bytes: parsing, decoding and
-the model run in the worker pool (dlops.serve.batching, dlops.serve.answer).
+the model run in a worker thread (dlops.serve.batching, dlops.serve.answer).
 """
 
 import json
@@ -41,7 +41,9 @@ def pixel_cap(model: ServedModel) -> int:
 
 def metadata(model: ServedModel, limits: Limits) -> dict[str, Any]:
     """GET /metadata: what the model takes and gives, and the server's limits (no paths)."""
-    info = {key: value for key, value in model.info.items() if key != "source_checkpoint"}
+    shown = ("format", "file", "opset", "model", "input", "output", "class_names", "decoder", "verification",
+             "versions")  # what dlops writes; anything else in model.json is not repeated
+    info = {key: model.info[key] for key in shown if key in model.info}
     checkpoint = model.info.get("source_checkpoint")
     if isinstance(checkpoint, dict):  # its name and digest; a path outside the run would be absolute
         info["source_checkpoint"] = {"file": Path(str(checkpoint.get("path", ""))).name,
