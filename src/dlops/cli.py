@@ -152,7 +152,7 @@ def add_after_training(commands: argparse._SubParsersAction) -> None:
     se.add_argument("--port", type=int, default=8000, help="port (0 = any free one)")
     se.add_argument("--workers", type=int, default=1,
                     help="server processes sharing the port, each decoding and running the model in a "
-                    "thread of its own (default 1; about one per core)")
+                    "thread of its own (default 1; more pay only where cores are idle)")
     se.add_argument("--batch-wait-ms", type=float, default=0.0, metavar="MS",
                     help="how long a request waits for others to batch with (default 0: it is batched "
                     "with those that arrived while the model was busy)")
@@ -161,7 +161,8 @@ def add_after_training(commands: argparse._SubParsersAction) -> None:
     se.add_argument("--max-pixels", type=int, default=None, help="larger images are refused from their "
                     "header, before decoding (default: 256x the model's input, 1 to 16 megapixels)")
     se.add_argument("--max-concurrency", type=int, default=64,
-                    help="requests in progress at once; more are answered 503 (default 64)")
+                    help="requests in progress at once, per worker process; more are answered 503 "
+                    "(default 64)")
     se.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
                     help="a request's head and body must arrive within it, else the connection is "
                     "closed (default 10)")
