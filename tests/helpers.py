@@ -122,6 +122,47 @@ def wait_for(cwd: Path, pattern: str, ready, process: subprocess.Popen, timeout:
     raise AssertionError(f"no {pattern} became ready in {timeout}s")
 
 
+class Server:
+    """`dlops serve RUN ARGS` as a process of its own on 127.0.0.1 (any free port), answering."""
+
+    def __init__(self, run: Path, *args: str, env: dict | None = None, preexec=None) -> None:
+        import httpx
+
+        handle, self.log = tempfile.mkstemp(suffix=".log")
+        os.close(handle)
+        with open(self.log, "ab") as log:  # the server's own offset: reading it back moves nothing
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "dlops.cli", "serve", str(run), "--port", "0", *args],
+                env=env or clean_env(), stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec,
+                start_new_session=True)
+        deadline = time.monotonic() + 60
+        while " on http://" not in self.output():
+            assert self.proc.poll() is None and time.monotonic() < deadline, self.output()
+            time.sleep(0.05)
+        self.url = self.output().split(" on ")[1].split()[0]
+        self.port = int(self.url.rsplit(":", 1)[1])
+        while True:  # the port listens before uvicorn answers
+            try:
+                httpx.get(f"{self.url}/health", timeout=5)
+                break
+            except httpx.TransportError:
+                assert self.proc.poll() is None and time.monotonic() < deadline, self.output()
+                time.sleep(0.05)
+
+    def output(self) -> str:
+        return Path(self.log).read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            code = self.proc.wait()
+        return code, self.output()
+
+
 def state_dict(path: Path) -> dict:
     return torch.load(path, weights_only=True)["state_dict"]
 

@@ -157,9 +157,15 @@ def export(args: argparse.Namespace) -> None:
 
 
 def serve(args: argparse.Namespace) -> None:
-    from dlops.serve.app import serve as run_server  # imports no torch
+    from dlops.serve.app import Limits  # imports no torch
+    from dlops.serve.server import serve as run_server
 
-    run_server(args.run_dir, args.host, args.port, args.max_upload_bytes)
+    try:
+        run_server(args.run_dir, args.host, args.port, Limits(
+            args.max_upload_bytes, args.max_pixels, args.max_concurrency, args.timeout, args.workers,
+            args.batch_wait_ms))
+    except KeyboardInterrupt:  # Ctrl-C while loading, before the server's own handler is set
+        print("stopped by SIGINT", flush=True)
 
 
 def add_after_training(commands: argparse._SubParsersAction) -> None:
@@ -195,8 +201,10 @@ def add_after_training(commands: argparse._SubParsersAction) -> None:
 
     ex = commands.add_parser(
         "export", help="export a run's model to ONNX, verified against torch",
-        description="Write RUN/export/model.onnx (raw 0-255 pixels in, class probabilities out, "
-        "dynamic batch) and model.json, after checking onnxruntime against torch on the run's data.")
+        description="Write RUN/export/model.onnx (dynamic batch; classifiers answer class probabilities, "
+        "image classifiers take raw 0-255 pixels) and model.json, after checking onnxruntime against "
+        "torch on the run's data. The input is exported from the model's example_input_array, else from "
+        "its data's batches (a tensor, or a tuple starting with one).")
     ex.add_argument("run_dir", metavar="RUN", help="run directory")
     ex.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
     ex.add_argument("--ckpt", **ckpt)
@@ -205,13 +213,28 @@ def add_after_training(commands: argparse._SubParsersAction) -> None:
 
     se = commands.add_parser(
         "serve", help="serve a run's ONNX export over HTTP (FastAPI + onnxruntime, no torch)",
-        description="Serve RUN/export/model.onnx: GET /health, GET /metadata, POST /predict "
-        "(multipart field 'file' with a PNG/JPEG, or JSON {\"pixels\": [[...]]}); API docs at /docs.")
+        description="Serve RUN/export/model.onnx: GET /health, GET /metadata (what the model takes), "
+        "POST /predict with JSON {\"inputs\": [row, ...]} (any model) or an image (image classifiers: "
+        "multipart field 'file'); API docs at /docs. README \"Serving\" lists the limits.")
     se.add_argument("run_dir", metavar="RUN", help="run directory, exported with `dlops export`")
     se.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     se.add_argument("--port", type=int, default=8000, help="port (0 = any free one)")
+    se.add_argument("--workers", type=int, default=1,
+                    help="server processes sharing the port, each decoding and running the model in a "
+                    "thread of its own (default 1; more pay only where cores are idle)")
+    se.add_argument("--batch-wait-ms", type=float, default=0.0, metavar="MS",
+                    help="how long a request waits for others to batch with (default 0: it is batched "
+                    "with those that arrived while the model was busy)")
     se.add_argument("--max-upload-bytes", type=int, default=4 * 1024 * 1024,
-                    help="larger request bodies are answered 413")
+                    help="larger request bodies are answered 413 (default 4 MiB)")
+    se.add_argument("--max-pixels", type=int, default=None, help="larger images are refused from their "
+                    "header, before decoding (default: 256x the model's input, 1 to 16 megapixels)")
+    se.add_argument("--max-concurrency", type=int, default=64,
+                    help="requests in progress at once, per worker process; more are answered 503 "
+                    "(default 64)")
+    se.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                    help="a request's head and body must arrive within it, else the connection is "
+                    "closed (default 10)")
     se.set_defaults(handler=serve)
 
 

@@ -9,13 +9,11 @@ second a call instead of about ten); `serve` runs as its own process.
 
 import csv
 import hashlib
-import io
 import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -23,7 +21,7 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
-from helpers import clean_env, fast, run_dirs, summary, train
+from helpers import Server, clean_env, fast, run_dirs, summary, train
 from PIL import Image
 
 from dlops.cli import main
@@ -138,6 +136,10 @@ def test_export_at_the_end_of_training_matches_torch(work, runs, kind):
     assert info["source_checkpoint"]["path"] == summary(run_dir)["best_checkpoint"]
     assert info["class_names"] == (["no 3", "3"] if "binary" in kind else [str(d) for d in range(10)])
     assert info["input"]["shape"] == ["batch", 1, 28, 28] and info["opset"] >= 18
+    assert info["decoder"] == {
+        "color_mode": "L", "size": [28, 28], "resize": "bicubic", "formats": ["JPEG", "PNG"],
+        "exif_orientation": True, "sixteen_bit": "high byte",
+        "alpha": "a one-colour image with varying alpha is read from its alpha channel"}
     # independently: onnxruntime against the restored torch model on images it was not checked on
     files = sorted((work / "digits" / "train").rglob("*.png"))
     pixels = read_images(files, [1, 28, 28])
@@ -176,56 +178,49 @@ def test_export_command_records_the_checkpoint_and_removes_what_killed_exports_l
 @pytest.fixture
 def server(work, runs):
     """`dlops serve` of the ten-class MLP as a real uvicorn subprocess on 127.0.0.1 (any free port)."""
-    proc = subprocess.Popen([sys.executable, "-m", "dlops.cli", "serve", str(runs["mlp-ten"]), "--port", "0",
-                             "--max-upload-bytes", "20000"], cwd=work, env=clean_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    line = proc.stdout.readline()
-    assert "serving" in line, line + proc.stdout.read() if proc.poll() is not None else line
-    url = line.split(" on ")[1].split()[0]
-    try:
-        for _ in range(100):  # the socket listens before uvicorn answers
-            try:
-                httpx.get(f"{url}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        yield url, proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    served = Server(runs["mlp-ten"], "--max-upload-bytes", "20000")
+    yield served
+    code, output = served.stop()
+    assert code == 0 and "Traceback" not in output, output
 
 
 def test_serve_answers_like_predict_over_real_http(work, runs, server, capsys, monkeypatch):
     monkeypatch.chdir(work)
-    url, proc = server
-    run_dir = runs["mlp-ten"]
+    url, run_dir = server.url, runs["mlp-ten"]
     assert url.startswith("http://127.0.0.1:")
     assert httpx.get(f"{url}/health").json() == {"status": "ok"}
-    assert httpx.get(f"{url}/metadata").json() == json.loads((run_dir / "export" / "model.json").read_text())
+    metadata = httpx.get(f"{url}/metadata").json()
+    info = json.loads((run_dir / "export" / "model.json").read_text())
+    assert metadata["class_names"] == info["class_names"] and metadata["decoder"] == info["decoder"]
+    assert metadata["accepts"]["json"]["row_shape"] == [1, 28, 28] and metadata["accepts"]["image"]
     assert httpx.get(f"{url}/docs").status_code == 200 and "/predict" in httpx.get(f"{url}/openapi.json").text
     dlops(capsys, "predict", str(run_dir), "digits/test", "--out", "served.csv")
-    for row in read_csv(work / "served.csv")[::3]:
+    rows = read_csv(work / "served.csv")[::3]
+    pixels = [np.asarray(Image.open(work / row["path"])).tolist() for row in rows]
+    batch = httpx.post(f"{url}/predict", json={"inputs": pixels}).json()  # every row at once
+    assert len(batch["outputs"]) == len(batch["labels"]) == len(batch["probabilities"]) == len(rows)
+    for index, row in enumerate(rows):
         expected = {name[2:]: float(value) for name, value in row.items() if name.startswith("p_")}
         png = (work / row["path"]).read_bytes()
-        pixels = np.asarray(Image.open(io.BytesIO(png))).tolist()
         for answer in (httpx.post(f"{url}/predict", files={"file": ("digit.png", png, "image/png")}),
-                       httpx.post(f"{url}/predict", json={"pixels": pixels})):
+                       httpx.post(f"{url}/predict", content=png, headers={"content-type": "image/png"})):
             assert answer.status_code == 200, answer.text
             body = answer.json()
-            assert body["label"] == row["predicted"]
+            assert body["label"] == row["predicted"] == batch["labels"][index]
             assert max(abs(body["probabilities"][k] - v) for k, v in expected.items()) <= 1e-5
+            assert max(abs(batch["probabilities"][index][k] - v) for k, v in expected.items()) <= 1e-5
     # the serving process never loaded torch: no libtorch in its memory map
-    maps = Path(f"/proc/{proc.pid}/maps").read_text()
+    maps = Path(f"/proc/{server.proc.pid}/maps").read_text()
     assert "onnxruntime" in maps and "libtorch" not in maps
 
 
 def test_serve_refuses_bad_images_wrong_shapes_and_oversized_uploads(server):
-    url, _ = server
+    url = server.url
     corrupt = httpx.post(f"{url}/predict", files={"file": ("x.png", b"not a png", "image/png")})
-    assert corrupt.status_code == 422 and "not an image" in corrupt.json()["detail"]
-    shape = httpx.post(f"{url}/predict", json={"pixels": [[0, 1], [2, 3]]})
+    assert corrupt.status_code == 422 and "not an image in an accepted format" in corrupt.json()["detail"]
+    shape = httpx.post(f"{url}/predict", json={"inputs": [[[0, 1], [2, 3]]]})
     assert shape.status_code == 422 and "shape [1, 2, 2]" in shape.json()["detail"]
-    assert httpx.post(f"{url}/predict", json={"pixels": [[300.0] * 28] * 28}).status_code == 422
+    assert httpx.post(f"{url}/predict", json={"inputs": [[[300.0] * 28] * 28]}).status_code == 422
     big = httpx.post(f"{url}/predict", files={"file": ("big.png", b"\0" * 30000, "image/png")})
     assert big.status_code == 413 and "upload limit of 20000 bytes" in big.json()["detail"]
     assert httpx.get(f"{url}/health").status_code == 200  # still serving

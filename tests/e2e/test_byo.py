@@ -5,14 +5,13 @@ metric, sweeps, resume, report, DDP), and the bundled regression example."""
 import csv
 import json
 import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
-from helpers import clean_env, finish, run_dirs, start, state_dict, summary, train, wait_for
+from helpers import Server, clean_env, finish, run_dirs, start, state_dict, summary, train, wait_for
 
 from dlops.cli import main as dlops
 
@@ -235,7 +234,7 @@ def test_regression_example_beats_predicting_the_training_mean_by_a_fifth(diabet
 
 
 @pytest.mark.slow
-def test_a_model_of_your_own_evaluates_through_its_test_step_and_says_what_it_cannot_do(diabetes, capsys):
+def test_a_model_of_your_own_evaluates_exports_and_serves_and_says_what_it_cannot_do(diabetes, capsys):
     run_dir = diabetes
     assert dlops(["eval", str(run_dir)]) == 0  # in this process: the worker has torch loaded
     [eval_dir] = (run_dir / "eval").iterdir()
@@ -249,10 +248,23 @@ def test_a_model_of_your_own_evaluates_through_its_test_step_and_says_what_it_ca
     assert message.startswith("dlops predict: error:") and "DiabetesData has no predict_dataloader" in message
     assert dlops(["export", str(run_dir)]) == 0
     info = json.loads((run_dir / "export" / "model.json").read_text())
-    assert info["input"]["shape"] == ["batch", 10]
+    assert info["input"]["shape"] == ["batch", 10] and info["output"]["shape"] == ["batch"]
     assert info["output"]["meaning"] == "the model's forward output"
     assert info["verification"]["passed"] and "class_names" not in info
-    served = subprocess.run([sys.executable, "-m", "dlops.cli", "serve", str(run_dir)], env=clean_env(),
-                            capture_output=True, text=True, timeout=120)
-    assert served.returncode == 2 and "Traceback" not in served.stderr
-    assert "dlops serve: error:" in served.stderr and "serves image classifiers only" in served.stderr
+    assert info["verification"]["inputs"] == "the first inputs of the run's test split"
+    # served: JSON rows in, one prediction a row out, as the restored model in torch gives them
+    from dlops.inference.restore import restore
+
+    restored = restore(run_dir)
+    restored.datamodule.setup("test")
+    features = next(iter(restored.datamodule.test_dataloader()))[0][:5]
+    with torch.inference_mode():
+        expected = restored.model(features).tolist()
+    served = Server(run_dir)
+    try:
+        answer = httpx.post(f"{served.url}/predict", json={"inputs": features.tolist()})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["outputs"] == pytest.approx(expected, abs=1e-3) and "labels" not in answer.json()
+    finally:
+        code, output = served.stop()
+    assert code == 0 and "Traceback" not in output

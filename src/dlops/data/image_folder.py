@@ -2,19 +2,15 @@
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from dlops.data.base import InMemoryDataModule, Split
 from dlops.errors import ConfigError
-
-if TYPE_CHECKING:
-    from PIL import Image
+from dlops.serve.images import IMAGE_SUFFIXES, ImageError, decode_image
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 def class_folders(split_dir: Path) -> list[str]:
@@ -22,26 +18,11 @@ def class_folders(split_dir: Path) -> list[str]:
     return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def to_mode(image: "Image.Image", color_mode: str) -> tuple["Image.Image", bool]:
-    """`image` in `color_mode` (L or RGB), and whether it was read from its alpha channel.
-
-    Converting drops the alpha channel; an image of one colour whose shape is drawn only in
-    alpha (a glyph on a transparent background) would read blank, so its alpha is the image.
-    """
-    if "A" in image.getbands() or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        colour_extrema = rgba.convert("RGB").getextrema()
-        low, high = rgba.getchannel("A").getextrema()
-        if all(lo == hi for lo, hi in colour_extrema) and low != high:
-            return rgba.getchannel("A").convert(color_mode), True
-    return image.convert(color_mode), False
-
-
-def read_split(split_dir: Path, classes: list[str], color_mode: str, size: int | None) -> Split:
-    """Decode every image of one split into a uint8 `(N, C, H, W)` tensor."""
-    from PIL import Image, UnidentifiedImageError
-
-    arrays, labels, alpha_only = [], [], []
+def read_split(split_dir: Path, classes: list[str], color_mode: str,
+               size: int | None) -> tuple[Split, set[str]]:
+    """Decode every image of one split into a uint8 `(N, C, H, W)` tensor (dlops.serve.images, the
+    decoder `dlops predict` and `dlops serve` use too); also the image formats it held."""
+    arrays, labels, alpha_only, formats = [], [], [], set()
     for label, name in enumerate(classes):
         files = sorted(f for f in (split_dir / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
@@ -49,13 +30,11 @@ def read_split(split_dir: Path, classes: list[str], color_mode: str, size: int |
                               f"({', '.join(sorted(IMAGE_SUFFIXES))}).")
         for file in files:
             try:
-                with Image.open(file) as image:
-                    image, from_alpha = to_mode(image, color_mode)
-                    if size is not None and image.size != (size, size):
-                        image = image.resize((size, size))
-                    arrays.append(np.asarray(image, dtype=np.uint8))
-            except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+                pixels, kind, from_alpha = decode_image(file, color_mode, size and (size, size))
+            except ImageError as exc:
                 raise ConfigError(f"cannot read image {file}: {exc}. Remove or replace the file.") from None
+            arrays.append(pixels)
+            formats.add(kind)
             if from_alpha:
                 alpha_only.append(file)
             labels.append(label)
@@ -70,8 +49,7 @@ def read_split(split_dir: Path, classes: list[str], color_mode: str, size: int |
             f"set datamodule.image_size to resize them all."
         )
     images = torch.from_numpy(np.stack(arrays))
-    images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
-    return Split(images.contiguous(), torch.tensor(labels, dtype=torch.long))
+    return Split(images.contiguous(), torch.tensor(labels, dtype=torch.long)), formats
 
 
 class ImageFolderDataModule(InMemoryDataModule):
@@ -94,6 +72,8 @@ class ImageFolderDataModule(InMemoryDataModule):
             raise ConfigError(f"datamodule.color_mode must be 'L' or 'RGB', got {color_mode!r}.")
         self.root, self.color_mode, self.image_size = Path(root), color_mode, image_size
         self.class_names = self._find_classes()
+        # the formats its images came in: `dlops serve` opens these (and PNG, JPEG) only
+        self.image_formats: set[str] = set()
 
     def _find_classes(self) -> list[str]:
         if not self.root.is_dir():
@@ -120,7 +100,10 @@ class ImageFolderDataModule(InMemoryDataModule):
         return found["train"]
 
     def load(self) -> tuple[Split, Split, Split]:
-        read = lambda split: read_split(self.root / split, self.class_names, self.color_mode, self.image_size)  # noqa: E731
-        train, test = read("train"), read("test")
-        val = read("val") if (self.root / "val").is_dir() else test
-        return train, val, test
+        splits = {}
+        for split in ("train", "val", "test"):
+            if (self.root / split).is_dir():
+                splits[split], formats = read_split(self.root / split, self.class_names, self.color_mode,
+                                                    self.image_size)
+                self.image_formats |= formats
+        return splits["train"], splits.get("val", splits["test"]), splits["test"]

@@ -1,4 +1,5 @@
-"""What an image classifier is to eval, predict and export, and its probabilities as one matrix."""
+"""What a classifier and an image classifier are to eval, predict and export, and a classifier's
+probabilities as one matrix."""
 
 from typing import Any
 
@@ -6,16 +7,22 @@ import torch
 from torch import nn
 
 
+def is_classifier(model: Any) -> bool:
+    """A model with class names whose `probabilities(logits)` turns its output into class
+    probabilities (dlops' `Classifier`, or a model of any input written like it)."""
+    return callable(getattr(model, "probabilities", None)) and "class_names" in getattr(model, "hparams", {})
+
+
 def is_image_classifier(model: Any) -> bool:
-    """A model that takes raw image batches and has class names: dlops' `Classifier` or one like it
-    (`probabilities(logits)` and hyperparameters `class_names`, `input_shape`)."""
-    hparams = getattr(model, "hparams", {})
-    return callable(getattr(model, "probabilities", None)) and all(
-        key in hparams for key in ("class_names", "input_shape"))
+    """A classifier that takes raw image batches: dlops' `Classifier` or one like it (also the
+    hyperparameter `input_shape`, (channels, height, width) with 1 or 3 channels)."""
+    shape = getattr(model, "hparams", {}).get("input_shape")
+    return is_classifier(model) and isinstance(shape, list | tuple) and len(shape) == 3 and shape[0] in (1, 3)
 
 
 class ClassProbabilities(nn.Module):
-    """Raw 0-255 pixels `(N, C, H, W)` in, one probability per class `(N, num_classes)` out.
+    """The classifier's input (raw 0-255 pixels `(N, C, H, W)` for images) in, one probability per
+    class `(N, num_classes)` out.
 
     The classifier's own preprocessing (scale and normalisation) runs inside its forward; a binary
     classifier's single P(positive) becomes the two columns [1 - p, p], in class-name order.

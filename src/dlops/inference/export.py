@@ -1,10 +1,11 @@
 """`dlops export RUN`: the run's model as ONNX, verified against torch before it counts as done.
 
-Writes `RUN/export/model.onnx` (dynamic batch axis; for image classifiers raw 0-255 pixels in and
-class probabilities out, the preprocessing inside the graph) and `RUN/export/model.json` (what
-goes in and out, class names, the source checkpoint and its sha256, versions, and the parity
-figures of the check). Both are written to a temp folder first and moved in only when the
-check passes, so `export/` never holds an unverified model.
+Writes `RUN/export/model.onnx` (dynamic batch axis; for classifiers class probabilities out, for
+image classifiers raw 0-255 pixels in, the preprocessing inside the graph) and
+`RUN/export/model.json` (what goes in and out, class names, how images are decoded, the source
+checkpoint and its sha256, versions, and the parity figures of the check). Both are written to
+a temp folder first and moved in only when the check passes, so `export/` never holds an
+unverified model.
 """
 
 import errno
@@ -17,30 +18,73 @@ import numpy as np
 import torch
 
 from dlops.errors import ConfigError
-from dlops.inference.classify import ClassProbabilities, is_image_classifier
+from dlops.inference.classify import ClassProbabilities, is_classifier, is_image_classifier
 from dlops.inference.restore import load_weights, relative_to_run, restore, sha256
 from dlops.rundir import atomic, layout
+from dlops.serve.images import FILE_FORMATS, SERVED_FORMATS, decoder_info
 
 OPSET = 18
 TOLERANCE = 1e-4  # max abs difference of outputs allowed between onnxruntime and torch
 BATCHES = (1, 33)  # verified batch sizes: one image, and an odd batch
 
 
-def sample_inputs(datamodule: Any, count: int) -> torch.Tensor:
-    """The first `count` inputs of the datamodule's test split (fewer if it has fewer)."""
-    datamodule.setup("test")
-    taken: list[torch.Tensor] = []
-    for batch in datamodule.test_dataloader():
-        inputs = batch[0] if isinstance(batch, list | tuple) else batch
-        taken.append(torch.as_tensor(inputs))
-        if sum(len(t) for t in taken) >= count:
-            break
-    if not taken:
-        raise ConfigError("the run's test split is empty: no real inputs to verify an export with.")
-    return torch.cat(taken)[:count]
+def first_inputs(datamodule: Any, count: int) -> tuple[torch.Tensor | None, str, str]:
+    """The first `count` inputs of the first split the datamodule gives (test, val, train), when
+    its batches are a tensor or a tuple/list starting with one; else None. Also the split, and the
+    type of batch when it is none of these."""
+    for split in ("test", "val", "train"):
+        try:
+            if split == "test":
+                datamodule.setup("test")
+            loader = getattr(datamodule, f"{split}_dataloader")()
+        except Exception:  # a datamodule without this split: Lightning raises for an unimplemented one
+            continue
+        taken: list[torch.Tensor] = []
+        for batch in loader:
+            inputs = batch[0] if isinstance(batch, list | tuple) and batch else batch
+            if not isinstance(inputs, torch.Tensor):
+                return None, split, type(batch).__name__
+            taken.append(inputs)
+            if sum(len(t) for t in taken) >= count:
+                break
+        if taken:
+            return torch.cat(taken)[:count], split, ""
+    return None, "", ""
 
 
-def verify(onnx_file: Path, net: torch.nn.Module, inputs: torch.Tensor) -> dict[str, Any]:
+def example_and_inputs(model: Any, datamodule: Any, count: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """What the graph is exported with (one small batch), what it is verified on (up to `count`
+    rows), and where those came from.
+
+    The model's `example_input_array` (Lightning's convention) when it has one, else the first
+    inputs of its data, when its batches are a tensor or a tuple whose first item is one.
+    """
+    kind = type(model).__name__
+    example = getattr(model, "example_input_array", None)
+    if example is not None and not isinstance(example, torch.Tensor):
+        raise ConfigError(f"{kind}.example_input_array is a {type(example).__name__}; dlops exports a "
+                          "forward that takes one tensor. Set it to one batch of that tensor.")
+    real, split, batch_type = first_inputs(datamodule, count)
+    if example is None and real is None:
+        where = f"its {split} batches are {batch_type}s" if batch_type else "its datamodule gives no batches"
+        raise ConfigError(f"cannot tell what {kind}.forward takes: {where}, not a tensor or a tuple "
+                          f"starting with one. Set self.example_input_array to one batch of the tensor "
+                          f"forward takes (e.g. torch.zeros(2, 10) in {kind}.__init__) and export again.")
+    if example is None:
+        return real[:2], real, f"the first inputs of the run's {split} split"
+    if real is not None and real.shape[1:] == example.shape[1:] and real.dtype == example.dtype:
+        return example, real, f"the first inputs of the run's {split} split"
+    tiled = example.repeat(-(-count // len(example)), *[1] * (example.ndim - 1))[:count]
+    if not example.is_floating_point():
+        return example, tiled, f"{kind}.example_input_array, repeated to {count} rows"
+    # rows that differ, so that every weight counts (a zero example checks only the biases)
+    noise = torch.randn(tiled.shape, generator=torch.Generator().manual_seed(0)).to(example.dtype)
+    spread = float(example.float().std()) if example.numel() > 1 else 0.0
+    return example, tiled + noise * (spread or 1.0), \
+        f"{kind}.example_input_array, repeated to {count} rows with seeded noise added"
+
+
+def verify(onnx_file: Path, net: torch.nn.Module, inputs: torch.Tensor, source: str) -> dict[str, Any]:
     """onnxruntime against torch on `inputs`, at each batch size of BATCHES: max abs difference and
     whether the argmax agrees on every row."""
     import onnxruntime
@@ -53,12 +97,12 @@ def verify(onnx_file: Path, net: torch.nn.Module, inputs: torch.Tensor) -> dict[
         with torch.inference_mode():
             expected = net(batch).float().numpy()
         got = session.run(None, {name: batch.numpy()})[0]
-        argmax = expected.ndim < 2 or bool((expected.argmax(-1) == got.argmax(-1)).all())
+        one_column = expected.ndim < 2 or expected.shape[-1] < 2  # no argmax to compare
+        argmax = one_column or bool((expected.argmax(-1) == got.argmax(-1)).all())
         checks.append({"batch_size": len(batch), "max_abs_diff": float(np.abs(expected - got).max()),
                        "argmax_agrees": argmax})
     passed = all(c["max_abs_diff"] <= TOLERANCE and c["argmax_agrees"] for c in checks)
-    return {"passed": passed, "tolerance": TOLERANCE, "inputs": "the first images of the run's test split",
-            "batches": checks}
+    return {"passed": passed, "tolerance": TOLERANCE, "inputs": source, "batches": checks}
 
 
 def to_onnx(net: torch.nn.Module, example: torch.Tensor, path: Path, names: tuple[str, str]) -> None:
@@ -83,23 +127,31 @@ def to_onnx(net: torch.nn.Module, example: torch.Tensor, path: Path, names: tupl
         raise ConfigError(f"{type(net).__name__} cannot be exported to ONNX: {reason}") from None
 
 
-def describe(model: Any, inputs: torch.Tensor, names: tuple[str, str], classifier: bool) -> dict[str, Any]:
-    """model.json's description of what goes in and what comes out."""
-    shape = ["batch", *inputs.shape[1:]]
-    if not classifier:
-        return {"input": {"name": names[0], "shape": shape, "dtype": str(inputs.dtype).removeprefix("torch."),
-                          "meaning": "what the model's forward takes (from its test_dataloader)"},
-                "output": {"name": names[1], "meaning": "the model's forward output"}}
-    class_names = list(model.hparams.class_names)
-    return {
-        "input": {"name": names[0], "shape": shape, "dtype": "float32", "range": [0, 255],
-                  "color_mode": "L" if inputs.shape[1] == 1 else "RGB",
-                  "meaning": "raw pixel values 0-255 as float32, (batch, channels, height, width); the "
-                             "model's scaling and normalisation are inside the graph"},
-        "output": {"name": names[1], "shape": ["batch", len(class_names)], "dtype": "float32",
-                   "meaning": "probabilities, one column per class in class_names order (they sum to 1)"},
-        "class_names": class_names,
+def describe(model: Any, datamodule: Any, example: torch.Tensor, output: torch.Tensor,
+             names: tuple[str, str]) -> dict[str, Any]:
+    """model.json's description of what goes in and what comes out (and, for image classifiers,
+    how `dlops serve` decodes an uploaded image into the input)."""
+    shape = ["batch", *example.shape[1:]]
+    info: dict[str, Any] = {
+        "input": {"name": names[0], "shape": shape, "dtype": str(example.dtype).removeprefix("torch."),
+                  "meaning": "what the model's forward takes, one row per example"},
+        "output": {"name": names[1], "shape": ["batch", *output.shape[1:]],
+                   "dtype": str(output.dtype).removeprefix("torch."),
+                   "meaning": "the model's forward output"},
     }
+    if not is_classifier(model):
+        return info
+    class_names = [str(name) for name in model.hparams.class_names]
+    info["output"]["meaning"] = "probabilities, one column per class in class_names order (they sum to 1)"
+    info["class_names"] = class_names
+    if is_image_classifier(model):
+        info["input"].update(
+            range=[0, 255], color_mode="L" if example.shape[1] == 1 else "RGB",
+            meaning="raw pixel values 0-255 as float32, (batch, channels, height, width); the "
+                    "model's scaling and normalisation are inside the graph")
+        formats = set(getattr(datamodule, "image_formats", None) or ()) & set(FILE_FORMATS)
+        info["decoder"] = decoder_info(list(example.shape[1:]), sorted(formats | set(SERVED_FORMATS)))
+    return info
 
 
 def remove_stale_temp_dirs(export_dir: Path) -> None:
@@ -125,11 +177,17 @@ def export_model(model: Any, datamodule: Any, run_dir: Path, checkpoint: Path) -
 
     load_weights(model, checkpoint)
     model = model.cpu().eval()
-    classifier = is_image_classifier(model)
+    classifier = is_classifier(model)
     net = ClassProbabilities(model).eval() if classifier else model
-    names = ("pixels", "probabilities") if classifier else ("input", "output")
-    inputs = sample_inputs(datamodule, max(BATCHES))
-    inputs = inputs.float() if classifier else inputs
+    names = ("pixels" if is_image_classifier(model) else "input", "probabilities" if classifier else "output")
+    example, inputs, source = example_and_inputs(model, datamodule, max(BATCHES))
+    if is_image_classifier(model):
+        example, inputs = example.float(), inputs.float()
+    with torch.inference_mode():
+        output = net(example)
+    if not isinstance(output, torch.Tensor):
+        raise ConfigError(f"{type(model).__name__}.forward returns a {type(output).__name__}; dlops "
+                          "exports a forward that returns one tensor.")
     export_dir = run_dir / layout.EXPORT
     remove_stale_temp_dirs(export_dir)
     made = not export_dir.exists()
@@ -137,8 +195,8 @@ def export_model(model: Any, datamodule: Any, run_dir: Path, checkpoint: Path) -
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        to_onnx(net, inputs[:2] if len(inputs) > 1 else inputs, tmp / "model.onnx", names)
-        check = verify(tmp / "model.onnx", net, inputs)
+        to_onnx(net, example, tmp / "model.onnx", names)
+        check = verify(tmp / "model.onnx", net, inputs, source)
         if not check["passed"]:
             raise ConfigError(f"the ONNX model of {type(model).__name__} does not match torch within "
                               f"{TOLERANCE}: {check['batches']}; nothing was written to {export_dir}.")
@@ -148,7 +206,7 @@ def export_model(model: Any, datamodule: Any, run_dir: Path, checkpoint: Path) -
             "file": "model.onnx",
             "opset": opset,
             "model": type(model).__name__,
-            **describe(model, inputs, names, classifier),
+            **describe(model, datamodule, example, output, names),
             "source_checkpoint": {"path": relative_to_run(checkpoint, run_dir), "sha256": sha256(checkpoint)},
             "verification": check,
             "versions": {"dlops": __version__, "torch": torch.__version__, "onnx": onnx.__version__,

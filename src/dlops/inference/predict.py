@@ -1,6 +1,6 @@
 """`dlops predict RUN INPUT...`: class probabilities for image files, as a CSV.
 
-Image classifiers read the files the way training read its images (see dlops.serve.images);
+Image classifiers read the files with the decoder training used (dlops.serve.images);
 other models predict through their `predict_step` on the datamodule's `predict_dataloader`.
 """
 
@@ -24,11 +24,13 @@ BATCH = 512
 
 
 def read_images(files: list[Path], input_shape: list[int]) -> torch.Tensor:
-    """uint8 `(N, C, H, W)` pixels of `files`, or ConfigError naming the first unreadable one."""
+    """uint8 `(N, C, H, W)` pixels of `files` decoded as training decodes an image folder, or
+    ConfigError naming the first unreadable one."""
+    channels, height, width = input_shape
     arrays = []
     for file in files:
         try:
-            arrays.append(decode_image(file, input_shape))
+            arrays.append(decode_image(file, "L" if channels == 1 else "RGB", (height, width))[0])
         except ImageError as exc:
             raise ConfigError(f"cannot read image {file}: {exc}. Remove it or leave it out.") from None
     return torch.from_numpy(np.stack(arrays))
