@@ -13,9 +13,10 @@ import signal
 import textwrap
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
-from helpers import clean_env, finish, run_dirs, start, state_dict, summary, train, wait_for
+from helpers import Server, clean_env, finish, run_dirs, start, state_dict, summary, train, wait_for
 
 from dlops.cli import main as dlops
 
@@ -349,9 +350,10 @@ def test_a_monitor_whose_direction_cannot_be_told_stops_before_training(project)
     assert summary(run_dir)["status"] == "failed" and not (run_dir / "checkpoints").exists()
 
 
-def test_lightning_style_run_evaluates_and_exports_verified_against_torch(lightning_run, project, monkeypatch,
-                                                                       capsys):
+def test_lightning_style_run_evaluates_exports_and_serves_json_rows(lightning_run, project, monkeypatch,
+                                                                   capsys):
     monkeypatch.syspath_prepend(str(project / "proj"))
+    monkeypatch.setenv("DLOPS_TRUSTED_PACKAGES", "blobs")  # their package: its config may build it
     assert dlops(["eval", str(lightning_run)]) == 0
     [eval_dir] = (lightning_run / "eval").iterdir()
     metrics = json.loads((eval_dir / "metrics.json").read_text())["metrics"]
@@ -359,6 +361,19 @@ def test_lightning_style_run_evaluates_and_exports_verified_against_torch(lightn
     assert dlops(["export", str(lightning_run)]) == 0  # its example_input_array: batches are dicts
     info = json.loads((lightning_run / "export" / "model.json").read_text())
     assert info["verification"]["passed"] and info["input"]["shape"][1:] == [8]
+    # served (no torch in the server) with JSON rows, answering what torch answers
+    rows = torch.randn(3, 8, generator=torch.Generator().manual_seed(0))
+    server = Server(lightning_run)
+    try:
+        answer = httpx.post(f"{server.url}/predict", json={"inputs": rows.tolist()}, timeout=30)
+    finally:
+        server.stop()
+    assert answer.status_code == 200, answer.text
+    from dlops.inference.restore import restore
+
+    with torch.no_grad():
+        expected = restore(lightning_run).model(rows)
+    assert torch.allclose(torch.tensor(answer.json()["outputs"]), expected, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -385,6 +400,7 @@ def test_a_template_style_module_tests_resumes_and_evaluates_from_plain_data_che
     assert info["status"] == "completed" and info["epochs_completed"] == 3
     assert len(column(template_run, "val/acc")) == 3  # each epoch once
     monkeypatch.syspath_prepend(str(project / "proj"))
+    monkeypatch.setenv("DLOPS_TRUSTED_PACKAGES", "template")
     assert dlops(["eval", str(template_run)]) == 0
     [eval_dir] = (template_run / "eval").iterdir()
     assert "test/acc" in json.loads((eval_dir / "metrics.json").read_text())["metrics"]
