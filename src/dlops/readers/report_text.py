@@ -15,8 +15,8 @@ from dlops.readers.report import Report, Table
 from dlops.rundir.safe_text import printable
 
 STATUS_STYLES = {"completed": "green", "failed": "red", "diverged": "red", "killed": "yellow",
-                 "pruned": "yellow", "interrupted": "yellow", "running": "cyan", "unknown": "dim",
-                 "unreadable": "red"}
+                 "lost": "yellow", "pruned": "yellow", "interrupted": "yellow", "running": "cyan",
+                 "unknown": "dim", "unreadable": "red"}
 
 
 def display_rows(table: Table) -> tuple[list[str], list[list[str]]]:
