@@ -21,7 +21,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from dlops.errors import ConfigError
-from dlops.lifecycle.argv import hydra_value, is_multirun, make_run_dirs, swept_keys
+from dlops.lifecycle.argv import (
+    TORCHRUN_VARIABLE,
+    check_torchrun_run_dir,
+    hydra_value,
+    is_multirun,
+    make_run_dirs,
+    swept_keys,
+)
 from dlops.lifecycle.ddp import is_rank_zero
 from dlops.lifecycle.failures import continue_command
 from dlops.lifecycle.group_options import quote_numeric_options
@@ -52,19 +59,23 @@ def hydra_argv(argv: list[str]) -> list[str]:
 
     A bad `resume=` ends the program here with one message and exit code 1, before anything is written.
     """
-    if not is_rank_zero():  # a DDP rank > 0 that Lightning started in rank 0's run dir: as given
+    torchrun = bool(os.environ.get(TORCHRUN_VARIABLE))
+    if not is_rank_zero() and not torchrun:  # a DDP rank > 0 that Lightning started in rank 0's run dir
         return argv
     argv = quote_numeric_options(argv, Path(argv[0]).resolve().parent / "conf")
     try:
         _check_path(Path.cwd(), "the current folder")
-        argv = _resume_argv(argv)
+        argv = _resume_argv(argv, writer=is_rank_zero())
+        if torchrun:
+            check_torchrun_run_dir(argv)
     except ConfigError as exc:
         raise SystemExit(f"{Path(argv[0]).name}: error: {exc}") from None
-    make_run_dirs(argv)
+    if is_rank_zero():  # the run dir is rank 0's to create and lock
+        make_run_dirs(argv)
     return argv
 
 
-def _resume_argv(argv: list[str]) -> list[str]:
+def _resume_argv(argv: list[str], writer: bool = True) -> list[str]:
     values = [a.split("=", 1)[1] for a in argv[1:] if is_override(a) and override_key(a) == "resume"]
     if not values or values[-1] in ("", "null"):
         return argv
@@ -90,7 +101,8 @@ def _resume_argv(argv: list[str]) -> list[str]:
         raise ConfigError(f"{target} is not a sweep directory (no multirun.yaml); "
                           f"resume a single run without -m: {continue_command(target)}")
     _check_run_dir(target)
-    lock.acquire(target)  # before Hydra writes into it; held until this process ends
+    if writer:  # not a torchrun rank > 0 (rank 0 writes)
+        lock.acquire(target)  # before Hydra writes into it; held until this process ends
     _enter_start_dir(target / ".hydra" / "hydra.yaml")
     return [argv[0], *rest, f"resume={hydra_value(target)}", f"hydra.run.dir={hydra_value(target)}"]
 
