@@ -174,6 +174,20 @@ def _sweep_overrides(sweep_dir: Path, args: list[str]) -> list[str]:
     return [*config_dirs, *task, *hydra, *args, f"hydra.sweep.dir={hydra_value(sweep_dir)}"]
 
 
+def _extended(new: DictConfig, original: DictConfig) -> bool:
+    """Whether resume= was given something that extends the run (e.g. more trainer.max_epochs)."""
+    return any(OmegaConf.select(new, k) != OmegaConf.select(original, k) for k in RESUMABLE_KEYS)
+
+
+def nothing_to_train(new: DictConfig, run_dir: Path) -> bool:
+    """Whether rank 0 trains nothing on `resume=` of `run_dir` with `new` (its resumed config): the
+    run diverged, or it completed and nothing extends it. A DDP rank > 0 that SLURM or torchrun
+    started beside rank 0 then ends at once, instead of waiting for a rank 0 that never comes."""
+    status = (run_summary.read(run_dir) or {}).get("status")
+    return status == "diverged" or (
+        status == "completed" and not _extended(new, OmegaConf.load(run_dir / ".hydra" / "config.yaml")))
+
+
 @dataclass
 class Plan:
     """What a job does with its existing run dir."""
@@ -228,8 +242,7 @@ def plan(cfg: DictConfig, run_dir: Path) -> Plan:
     if status == "diverged":
         raise ConfigError(f"{run_dir} diverged (training loss not finite); resuming would diverge again. "
                           "Start a new run, e.g. with a lower model.optimizer.lr.")
-    changed = [k for k in RESUMABLE_KEYS if OmegaConf.select(new, k) != OmegaConf.select(original, k)]
-    if status == "completed" and not changed:
+    if status == "completed" and not _extended(new, original):
         return Plan(done=f"{run_dir} already completed ({old.get('epochs_completed')} epochs, best "
                          f"{old.get('monitor')}={old.get('best_metric')}); nothing to resume. To train it "
                          f"longer: {continue_command(run_dir)} trainer.max_epochs=N",
