@@ -250,6 +250,10 @@ def test_ddp_across_two_nodes_equals_one_node_and_resumes_exactly_after_a_requeu
     expected, mine = weights(reference), weights(run_dir)
     assert all(torch.equal(mine[k], expected[k]) for k in expected)
     assert info["test_metrics"] == summary(reference)["test_metrics"]
+    # resumed again, the completed job says so, and rank 1 does not wait for a rank 0 that trains nothing
+    train(tmp_path, "-m", f"resume={sweep_dir(tmp_path)}", env=env(), timeout=240)
+    assert "already completed" in (run_dir / "train.log").read_text()
+    assert summary(run_dir)["attempts"] == info["attempts"]
 
 
 def test_torchrun_across_the_two_nodes_trains_one_run_equal_to_one_node(tmp_path, as_root, ddp_reference):
