@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import lightning.pytorch as pl
 import pytest
 import torch
-from helpers import STEPS_PER_EPOCH, epochs_with
+from helpers import ROOT, STEPS_PER_EPOCH, epochs_with
 from omegaconf import OmegaConf
 
 from dlops.callbacks.resumable import DDP_STOP_CHECK_EVERY, Resumable
@@ -19,8 +19,9 @@ from dlops.data.batches import TensorBatches
 from dlops.data.mnist import MNISTDataModule
 from dlops.errors import ConfigError, Interrupted
 from dlops.lifecycle import checkpoints, signals
-from dlops.lifecycle.resume import _resume_argv
+from dlops.lifecycle.resume import _resume_argv, hydra_argv
 from dlops.models.classifier import Classifier
+from dlops.rundir import lock
 from dlops.tracking.csv_logger import CSVLogger
 
 # ---------------------------------------------------------------- the parts
@@ -164,3 +165,29 @@ def test_the_stop_check_is_a_collective_every_batch_alone_and_every_n_under_ddp(
     # every process sees the request at the same batches: each one alone, every Nth under DDP
     assert [i for i, stop in enumerate(asked) if stop] == [i for i in range(64)
                                                           if (i + 1) % (64 // collectives) == 0]
+
+
+def test_torchrun_ranks_need_one_run_dir_given_and_only_rank_0_makes_and_locks_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name, value in {"TORCHELASTIC_RUN_ID": "1", "WORLD_SIZE": "2", "RANK": "1", "GROUP_RANK": "1",
+                        "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    train_py = str(ROOT / "train.py")
+    with pytest.raises(SystemExit, match="give them all the same hydra.run.dir=DIR"):
+        hydra_argv([train_py, "trainer=ddp_cpu"])
+    with pytest.raises(SystemExit, match="the same hydra.sweep.dir=DIR"):
+        hydra_argv([train_py, "-m", "seed=1,2"])
+    run = tmp_path / "run"
+    assert hydra_argv([train_py, f"hydra.run.dir={run}"]) == [train_py, f"hydra.run.dir={run}"]
+    assert not run.exists()  # rank 0's to make
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("seed: 1\n")
+    assert hydra_argv([train_py, f"resume={run}"])[-1] == f"hydra.run.dir='{run}'"
+    assert lock.acquire(run)  # rank 1 did not take the lock (this process had not held it)
+    lock.release(run)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("GROUP_RANK", "0")
+    fresh = tmp_path / "fresh"
+    hydra_argv([train_py, f"hydra.run.dir={fresh}"])
+    assert fresh.is_dir() and not lock.acquire(fresh)  # rank 0 made it and holds its lock
+    lock.release(fresh)

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from dlops.rundir import atomic, liveness, refused
 from dlops.rundir import summary as run_summary
@@ -70,3 +71,39 @@ def test_a_run_on_another_host_is_never_taken_for_dead():
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     assert liveness.writer_state({"pid": gone.pid, "host": os.uname().nodename}) == "dead"
+
+
+def test_a_run_under_slurm_records_its_job_attempt_and_cluster(monkeypatch):
+    for name in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT"):
+        monkeypatch.delenv(name, raising=False)
+    assert run_summary.slurm_job() is None
+    monkeypatch.setenv("SLURM_JOB_ID", "14")
+    monkeypatch.setenv("SLURM_CLUSTER_NAME", "gpu")
+    assert run_summary.slurm_job() == {"job": "14", "restarts": 0, "cluster": "gpu"}
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "12")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    summary = run_summary.new(Path("run"), name="x", tags=[], job_num=2, overrides=[], seed=1,
+                              monitor="val_loss", mode="min", max_epochs=2)
+    assert summary["slurm"] == {"job": "12_2", "restarts": 1, "cluster": "gpu"}
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
+    resumed = run_summary.resumed(summary, max_epochs=2, overrides=[], resumed_from=None)
+    assert [a["slurm"]["restarts"] for a in resumed["attempts"]] == [1, 2]
+    assert resumed["slurm"]["restarts"] == 2
+
+
+def test_a_slurm_job_id_from_a_summary_reaches_scontrol_only_when_it_is_a_job_id(tmp_path, monkeypatch):
+    # what SLURM answers for a real job is tested on a real cluster (tests/e2e/test_slurm.py); here,
+    # an scontrol on PATH that notes that it was asked and says it cannot reach a controller
+    probe = tmp_path / "scontrol"
+    asked = tmp_path / "asked"
+    probe.write_text(f"#!/bin/sh\necho \"$@\" >> {asked}\necho 'Unable to contact' >&2\nexit 1\n")
+    probe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    for job in ("--help", "1; rm -rf /", "12_", 12, None):
+        record = {"job": job, "restarts": 0, "cluster": "dlops"}
+        assert liveness.writer_state({"pid": 1, "host": "another-node", "slurm": record}) == "elsewhere"
+    assert not asked.exists()
+    record = {"job": "12_3", "restarts": 0, "cluster": "dlops"}
+    assert liveness.writer_state({"pid": 1, "host": "another-node", "slurm": record}) == "elsewhere"
+    assert asked.read_text() == "--oneliner show job 12_3\n"  # no answer: not lost

@@ -5,9 +5,11 @@ machine without SLURM, the record of a job that SLURM ended, and the `.hydra` ra
 import json
 
 import pytest
-from helpers import clean_env, train
+from helpers import clean_env, train, write_run
+from omegaconf import OmegaConf
 
 from dlops.lifecycle.resolvers import hydra_subdir
+from dlops.lifecycle.resume import nothing_to_train
 from dlops.lifecycle.slurm import end_previous_attempt, record_lost_job, resume_override
 
 
@@ -63,3 +65,15 @@ def test_a_requeued_job_ends_its_killed_previous_attempt_so_that_it_resumes(tmp_
     end_previous_attempt(tmp_path)
     info = json.loads((tmp_path / "summary.json").read_text())
     assert info["status"] == "interrupted" and info["error"]["slurm_state"] == "REQUEUED"
+
+
+def test_ranks_started_beside_rank_0_know_when_it_trains_nothing(tmp_path):
+    run = write_run(tmp_path / "run", ["seed=1"], [0.5, 0.4, 0.3])  # completed, max_epochs 3
+    same = OmegaConf.load(run / ".hydra" / "config.yaml")
+    assert nothing_to_train(same, run)
+    longer = OmegaConf.merge(same, {"trainer": {"max_epochs": 5}})
+    assert not nothing_to_train(longer, run)
+    write_run(tmp_path / "diverged", ["seed=2"], [0.5], status="diverged")
+    assert nothing_to_train(same, tmp_path / "diverged")
+    write_run(tmp_path / "stopped", ["seed=3"], [0.5], status="interrupted")
+    assert not nothing_to_train(same, tmp_path / "stopped")

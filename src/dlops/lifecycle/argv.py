@@ -1,6 +1,7 @@
 """The command line of `train.py` before Hydra reads it: which kind of run, which config flags,
 and a run dir given literally, created early so that an unwritable one is one message."""
 
+import os
 import re
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from dlops.rundir import lock, overrides
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
 CONFIG_FLAGS = ("-cp", "-cn", "-cd", "--config-path", "--config-name", "--config-dir")
+TORCHRUN_VARIABLE = "TORCHELASTIC_RUN_ID"  # set by torchrun in every process it starts
 
 
 def is_multirun(argv: list[str]) -> bool:
@@ -38,6 +40,22 @@ def cannot_create(path: str, exc: OSError) -> str:
     return (f"error: cannot create the run directory {Path(path).resolve()}: {exc.strerror}. "
             "Start train.py from a folder you can write to, or set hydra.run.dir "
             "(hydra.sweep.dir with -m) to one.")
+
+
+def check_torchrun_run_dir(argv: list[str]) -> None:
+    """Under torchrun with several processes, refuse a command without a literal run dir (sweep
+    dir with -m): torchrun starts train.py once per process, on every node, and each would make
+    a run dir of its own; given one, they all train one run in it, written by rank 0."""
+    if int(os.environ.get("WORLD_SIZE") or 1) < 2:
+        return
+    wanted = "hydra.sweep.dir" if is_multirun(argv) else "hydra.run.dir"
+    if not any(overrides.is_override(a) and overrides.key(a) == wanted and literal_path(overrides.value(a))
+               for a in argv[1:]):
+        raise ConfigError(
+            f"torchrun starts train.py in each of its {os.environ['WORLD_SIZE']} processes, on every "
+            f"node, and each would make a {'sweep' if wanted == 'hydra.sweep.dir' else 'run'} dir of "
+            f"its own: give them all the same {wanted}=DIR on a file system that every node shares "
+            "(resume= does that itself); rank 0 writes it.")
 
 
 def make_run_dirs(argv: list[str]) -> None:

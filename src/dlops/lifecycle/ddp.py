@@ -82,16 +82,22 @@ def clean_process_state() -> Iterator[None]:
 
 
 def train_other_rank(cfg: DictConfig, run_dir: Path) -> None:
-    """A DDP rank > 0: fit beside rank 0, from the same checkpoint when resuming; rank 0 records."""
+    """A DDP rank > 0: fit beside rank 0, from the same checkpoint when resuming; rank 0 records.
+    Ranks that SLURM or torchrun start all decide at once: a run that rank 0 will not train (a bad
+    config, a completed or diverged run resumed) ends here too, as rank 0 starts no process group."""
     from dlops.lifecycle.failures import user_message
     from dlops.pipeline import fit_and_test, start_summary
+    from dlops.validate import validate
 
     checkpoint = None
     if cfg.get("resume"):
-        from dlops.lifecycle.resume import resumed_config
+        from dlops.lifecycle.resume import nothing_to_train, resumed_config
 
         cfg, checkpoint = resumed_config(cfg, run_dir)
+        if nothing_to_train(cfg, run_dir):  # e.g. a completed job of `-m resume=SWEEP`: rank 0 says so
+            return None
     try:
+        validate(cfg)  # what rank 0 refuses, this rank does too, rather than wait for it to join
         fit_and_test(cfg, run_dir, start_summary(cfg, run_dir), checkpoint)
     except Interrupted:
         return None  # every rank stopped at the same batch; rank 0 says so

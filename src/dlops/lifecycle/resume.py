@@ -21,7 +21,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from dlops.errors import ConfigError
-from dlops.lifecycle.argv import hydra_value, is_multirun, make_run_dirs, swept_keys
+from dlops.lifecycle.argv import (
+    TORCHRUN_VARIABLE,
+    check_torchrun_run_dir,
+    hydra_value,
+    is_multirun,
+    make_run_dirs,
+    swept_keys,
+)
 from dlops.lifecycle.ddp import is_rank_zero
 from dlops.lifecycle.failures import continue_command
 from dlops.lifecycle.group_options import quote_numeric_options
@@ -52,19 +59,23 @@ def hydra_argv(argv: list[str]) -> list[str]:
 
     A bad `resume=` ends the program here with one message and exit code 1, before anything is written.
     """
-    if not is_rank_zero():  # a DDP rank > 0 that Lightning started in rank 0's run dir: as given
+    torchrun = bool(os.environ.get(TORCHRUN_VARIABLE))
+    if not is_rank_zero() and not torchrun:  # a DDP rank > 0 that Lightning started in rank 0's run dir
         return argv
     argv = quote_numeric_options(argv, Path(argv[0]).resolve().parent / "conf")
     try:
         _check_path(Path.cwd(), "the current folder")
-        argv = _resume_argv(argv)
+        argv = _resume_argv(argv, writer=is_rank_zero())
+        if torchrun:
+            check_torchrun_run_dir(argv)
     except ConfigError as exc:
         raise SystemExit(f"{Path(argv[0]).name}: error: {exc}") from None
-    make_run_dirs(argv)
+    if is_rank_zero():  # the run dir is rank 0's to create and lock
+        make_run_dirs(argv)
     return argv
 
 
-def _resume_argv(argv: list[str]) -> list[str]:
+def _resume_argv(argv: list[str], writer: bool = True) -> list[str]:
     values = [a.split("=", 1)[1] for a in argv[1:] if is_override(a) and override_key(a) == "resume"]
     if not values or values[-1] in ("", "null"):
         return argv
@@ -90,7 +101,8 @@ def _resume_argv(argv: list[str]) -> list[str]:
         raise ConfigError(f"{target} is not a sweep directory (no multirun.yaml); "
                           f"resume a single run without -m: {continue_command(target)}")
     _check_run_dir(target)
-    lock.acquire(target)  # before Hydra writes into it; held until this process ends
+    if writer:  # not a torchrun rank > 0 (rank 0 writes)
+        lock.acquire(target)  # before Hydra writes into it; held until this process ends
     _enter_start_dir(target / ".hydra" / "hydra.yaml")
     return [argv[0], *rest, f"resume={hydra_value(target)}", f"hydra.run.dir={hydra_value(target)}"]
 
@@ -162,6 +174,20 @@ def _sweep_overrides(sweep_dir: Path, args: list[str]) -> list[str]:
     return [*config_dirs, *task, *hydra, *args, f"hydra.sweep.dir={hydra_value(sweep_dir)}"]
 
 
+def _extended(new: DictConfig, original: DictConfig) -> bool:
+    """Whether resume= was given something that extends the run (e.g. more trainer.max_epochs)."""
+    return any(OmegaConf.select(new, k) != OmegaConf.select(original, k) for k in RESUMABLE_KEYS)
+
+
+def nothing_to_train(new: DictConfig, run_dir: Path) -> bool:
+    """Whether rank 0 trains nothing on `resume=` of `run_dir` with `new` (its resumed config): the
+    run diverged, or it completed and nothing extends it. A DDP rank > 0 that SLURM or torchrun
+    started beside rank 0 then ends at once, instead of waiting for a rank 0 that never comes."""
+    status = (run_summary.read(run_dir) or {}).get("status")
+    return status == "diverged" or (
+        status == "completed" and not _extended(new, OmegaConf.load(run_dir / ".hydra" / "config.yaml")))
+
+
 @dataclass
 class Plan:
     """What a job does with its existing run dir."""
@@ -216,8 +242,7 @@ def plan(cfg: DictConfig, run_dir: Path) -> Plan:
     if status == "diverged":
         raise ConfigError(f"{run_dir} diverged (training loss not finite); resuming would diverge again. "
                           "Start a new run, e.g. with a lower model.optimizer.lr.")
-    changed = [k for k in RESUMABLE_KEYS if OmegaConf.select(new, k) != OmegaConf.select(original, k)]
-    if status == "completed" and not changed:
+    if status == "completed" and not _extended(new, original):
         return Plan(done=f"{run_dir} already completed ({old.get('epochs_completed')} epochs, best "
                          f"{old.get('monitor')}={old.get('best_metric')}); nothing to resume. To train it "
                          f"longer: {continue_command(run_dir)} trainer.max_epochs=N",

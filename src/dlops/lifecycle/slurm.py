@@ -27,7 +27,7 @@ from dlops.rundir import summary as run_summary
 log = logging.getLogger(__name__)
 TIME_LIMIT_SIGNAL = signal.SIGUSR2  # submitit's: `--signal=USR2@<signal_delay_s>`
 # SLURM states of a job that ended while its run may not have recorded an end
-STOPPED = ("CANCELLED", "TIMEOUT", "PREEMPTED", "DEADLINE", "REQUEUED")
+STOPPED = ("CANCELLED", "TIMEOUT", "PREEMPTED", "DEADLINE", "REQUEUED", "NODE_FAIL")
 _signalled: list[int] = []
 
 
@@ -38,8 +38,10 @@ def restarts() -> int:
 
 def job_id() -> str:
     """This job's id as scontrol knows it: `ARRAY_TASK` for a task of a job array."""
-    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    return f"{array}_{task}" if array and task else os.environ["SLURM_JOB_ID"]
+    job = run_summary.slurm_job()
+    if job is None:
+        raise RuntimeError("not in a SLURM job (no SLURM_JOB_ID)")
+    return job["job"]
 
 
 def _on_time_limit(signum: int, frame: FrameType | None) -> None:
@@ -95,18 +97,21 @@ def resume_override(overrides: list[str], sweep_dir: str) -> list[str]:
     return [*overrides, f"resume={sweep_dir}"]
 
 
+def listed(job: str) -> bool:
+    """Whether SLURM still lists `job` (or a task of job array `job`): pending, running or
+    completing. sacct, which submitit asks, may say NODE_FAIL of a job that SLURM has requeued."""
+    try:
+        return bool(subprocess.run(["squeue", "-h", "-j", job, "-o", "%i"], capture_output=True,
+                                   text=True, timeout=30).stdout.strip())
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 def wait_until_gone(job: str, timeout: float = 45) -> None:
     """Wait while SLURM still lists `job` (a cancelled job's processes get KillWait, 30 s, to end),
     so that a run that records its own end does so before the sweep looks."""
     end = time.time() + timeout
-    while time.time() < end:
-        try:
-            listed = subprocess.run(["squeue", "-h", "-j", job, "-o", "%i"], capture_output=True,
-                                    text=True, timeout=30).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            return
-        if not listed:
-            return
+    while time.time() < end and listed(job):
         time.sleep(1)
 
 

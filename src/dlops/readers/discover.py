@@ -32,7 +32,8 @@ class Run:
     """What one run dir says about its run; missing facts are None or empty."""
 
     path: Path
-    status: str  # as recorded; "killed" if it says running but its process is gone; "unknown";
+    status: str  # as recorded; "killed" if it says running but its process is gone, "lost" if its
+    # SLURM job no longer runs it (see rundir.liveness); "unknown";
     # "unreadable": its files are damaged or not to be read (`error` says why)
     overrides: dict[str, str]
     monitor: str = "val_loss"
@@ -203,9 +204,15 @@ def _load_run(run_dir: Path) -> Run:
     summary = read_run_summary(run_dir)
     if summary is None:
         return _load_without_summary(run_dir)
-    status = summary.get("status") or "unknown"
-    if status == "running" and liveness.writer_state(summary) == "dead":
+    status, error = summary.get("status") or "unknown", _error_text(summary.get("error"))
+    writer = liveness.writer_state(summary) if status == "running" else None
+    if writer == "dead":
         status = "killed"
+    elif writer == "lost":
+        status = "lost"
+        slurm = summary.get("slurm") if isinstance(summary.get("slurm"), dict) else {}
+        error = (f"SLURM job {slurm.get('job')} no longer runs the attempt that wrote this on "
+                 f"{summary.get('host')} (its node went down, or the job was requeued or ended)")
     return Run(
         path=run_dir,
         status=status,
@@ -219,7 +226,7 @@ def _load_run(run_dir: Path) -> Run:
         test_metrics=_numbers(summary.get("test_metrics")),
         eval_metrics=latest_eval_metrics(run_dir),
         duration_s=_duration(summary),
-        error=_error_text(summary.get("error")),
+        error=error,
         config={str(k): v for k, v in (summary.get("config") or {}).items()},
     )
 

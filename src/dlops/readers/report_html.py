@@ -18,7 +18,7 @@ table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; white-space: nowrap; }
 th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .completed { color: #1a7f37; } .failed, .diverged { color: #cf222e; }
-.killed, .interrupted { color: #9a6700; } .running { color: #0969da; } .unknown { color: #777; }
+.killed, .lost, .interrupted { color: #9a6700; } .running { color: #0969da; } .unknown { color: #777; }
 .unreadable { color: #cf222e; }
 figure { display: inline-block; margin: 0 1em 1em 0; } img { max-width: 100%; }
 pre { background: #f6f6f6; padding: 0.5em; white-space: pre-wrap; }

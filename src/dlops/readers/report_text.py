@@ -16,8 +16,8 @@ from dlops.rundir.metrics import stage
 from dlops.rundir.safe_text import printable
 
 STATUS_STYLES = {"completed": "green", "failed": "red", "diverged": "red", "killed": "yellow",
-                 "pruned": "yellow", "interrupted": "yellow", "running": "cyan", "unknown": "dim",
-                 "unreadable": "red"}
+                 "lost": "yellow", "pruned": "yellow", "interrupted": "yellow", "running": "cyan",
+                 "unknown": "dim", "unreadable": "red"}
 
 
 def is_number_column(header: str) -> bool:

@@ -22,8 +22,9 @@ SCHEMA_VERSION = 2  # 2: strict JSON (non-finite numbers are null, listed in `no
 # what a run's own process records ...
 RUN_STATUSES = ("running", "completed", "failed", "interrupted", "diverged", "pruned")
 # ... and what only readers say of a run dir: no summary yet, a resume refused, a `running` run
-# whose process is gone, a summary that cannot be read, a run from before summary.json
-READER_STATUSES = ("missing", "refused", "killed", "unreadable", "unknown")
+# whose process is gone, a `running` run whose SLURM job no longer runs it (its node went down,
+# it was requeued or ended), a summary that cannot be read, a run from before summary.json
+READER_STATUSES = ("missing", "refused", "killed", "lost", "unreadable", "unknown")
 STATUSES = RUN_STATUSES + READER_STATUSES
 PACKAGES = ("dlops", "torch", "torchvision", "lightning", "pytorch-lightning", "torchmetrics", "hydra-core",
             "omegaconf", "wandb", "tensorboard", "mlflow", "optuna")
@@ -64,6 +65,7 @@ def new(run_dir: Path, *, name: Any, tags: list[str], job_num: int | None, overr
         "git": git_commit(os.getcwd()),
         "host": os.uname().nodename,
         "pid": os.getpid(),
+        "slurm": slurm_job(),
     }
 
 
@@ -120,14 +122,15 @@ def resumed(old: dict[str, Any], *, run_dir: Path, max_epochs: Any, overrides: l
                     duration_s=None if length is None else round(length, 3))
     git = git_commit(os.getcwd())
     attempts.append({"started_at": now(), "started_at_unix": time.time(), "host": os.uname().nodename,
-                     "pid": os.getpid(), "overrides": overrides, "resumed_from": resumed_from,
-                     "git": git})
+                     "pid": os.getpid(), "slurm": slurm_job(), "overrides": overrides,
+                     "resumed_from": resumed_from, "git": git})
     if copied_from(old, run_dir):
         attempts[-1]["copied_from"] = old["run_dir"]
     return {**old, "run_dir": str(Path(run_dir).resolve()), "schema": SCHEMA_VERSION, "status": "running",
             "ended_at": None, "duration_s": None,
             "error": None, "max_epochs": max_epochs, "test_metrics": {}, "host": os.uname().nodename,
-            "pid": os.getpid(), "versions": package_versions(), "git": git, "attempts": attempts}
+            "pid": os.getpid(), "slurm": slurm_job(), "versions": package_versions(), "git": git,
+            "attempts": attempts}
 
 
 def copied_from(old: dict[str, Any], run_dir: str | Path) -> str | None:
@@ -181,6 +184,20 @@ def read(run_dir: str | Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def slurm_job() -> dict[str, Any] | None:
+    """The SLURM job this process runs in (`12` or, in a job array, `12_3`), how many times SLURM
+    started it before and its cluster, so that a reader elsewhere can ask SLURM whether this
+    attempt still runs (`liveness.writer_state`); None outside SLURM."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    restarts = os.environ.get("SLURM_RESTART_COUNT") or "0"
+    return {"job": f"{array}_{task}" if array and task else job,
+            "restarts": int(restarts) if restarts.isdigit() else 0,
+            "cluster": os.environ.get("SLURM_CLUSTER_NAME")}
+
+
 def package_versions() -> dict[str, str]:
     """Installed versions of the packages that decide a run's results."""
     versions = {"python": platform.python_version()}
@@ -212,5 +229,6 @@ def git_commit(where: str | Path) -> dict[str, Any] | None:
 
 def _first_attempt(old: dict[str, Any]) -> dict[str, Any]:
     return {"started_at": old.get("started_at"), "started_at_unix": old.get("started_at_unix"),
-            "host": old.get("host"), "pid": old.get("pid"), "overrides": old.get("overrides", []),
+            "host": old.get("host"), "pid": old.get("pid"), "slurm": old.get("slurm"),
+            "overrides": old.get("overrides", []),
             "resumed_from": None, "git": old.get("git")}

@@ -1,8 +1,9 @@
 """Hydra's submitit SLURM launcher, made safe for sweeps on a real cluster.
 
-- Waits on every job of the array and turns a job that SLURM ended without a result (scancel,
-  time limit, out of memory, a crashed rank) into a recorded outcome in its run dir, instead of
-  submitit's UncompletedJobError: the sweep summary is written, lists it, and the sweep exits 1.
+- Waits on every job of the array (also one that SLURM requeued after its node failed) and turns
+  a job that SLURM ended without a result (scancel, time limit, out of memory, a crashed rank, a
+  lost node) into a recorded outcome in its run dir, instead of submitit's UncompletedJobError:
+  the sweep summary is written, lists it, and the sweep exits 1.
 - In the job: the time-limit signal stops the run at a safe point with last.ckpt saved, the job
   requeues itself, and a requeued job (also after `scontrol requeue`) resumes its run dir.
 """
@@ -58,7 +59,7 @@ class DlopsSlurmLauncher(SlurmLauncher):
         """Submit the sweep as one job array and wait for every job, whatever becomes of it."""
         import submitit
 
-        from dlops.lifecycle.slurm import release_requeued
+        from dlops.lifecycle.slurm import listed, release_requeued
 
         if shutil.which("sbatch") is None:
             raise SystemExit("error: hydra/launcher=submitit_slurm submits the jobs with SLURM's sbatch, "
@@ -79,14 +80,17 @@ class DlopsSlurmLauncher(SlurmLauncher):
             jobs_args.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}",
                               Singleton.get_state()))
         jobs = executor.map_array(self, *zip(*jobs_args, strict=True))
+        array = jobs[0].job_id.split("_")[0]
         log.info("SLURM jobs %s submitted; waiting for them (squeue -j %s)",
-                 ", ".join(j.job_id for j in jobs), jobs[0].job_id.split("_")[0])
+                 ", ".join(j.job_id for j in jobs), array)
         begin_set, released = "begin" in (params.get("additional_parameters") or {}), 0.0
-        while not all(j.done() for j in jobs):
-            # a job that requeued itself (time limit) or was requeued (preemption); at most every
-            # RELEASE_S, to spare slurmctld
+        # done for submitit (sacct) and no longer in SLURM's queue: a job whose node failed is
+        # NODE_FAIL in sacct, and pending again once SLURM has requeued it
+        while not all(j.done() for j in jobs) or listed(array):
+            # a job that requeued itself (time limit) or was requeued (preemption, a lost node); at
+            # most every RELEASE_S, to spare slurmctld
             if not begin_set and time.time() - released > RELEASE_S:
-                release_requeued(jobs[0].job_id.split("_")[0])
+                release_requeued(array)
                 released = time.time()
             time.sleep(POLL_S)
         return [self._outcome(job, args) for job, args in zip(jobs, jobs_args, strict=True)]
