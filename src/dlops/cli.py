@@ -320,6 +320,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"dlops {args.command}: error: {user_message(exc)}", file=sys.stderr)
         return 2
+    finally:
+        if getattr(args, "trust", False):  # --trust counts for this one command
+            from dlops.inference import trust
+
+            trust.allow_all(False)
     return 0
 
 

@@ -123,6 +123,7 @@ def their_run(project: Path) -> Path:
 def test_a_model_with_dict_batches_exports_from_its_example_input_and_serves_json_rows(project, capsys,
                                                                                        monkeypatch):
     monkeypatch.syspath_prepend(str(project / "proj"))
+    monkeypatch.setenv("DLOPS_TRUSTED_PACKAGES", "dictmodel")  # their package: its config may build it
     monkeypatch.chdir(project / "work")
     run_dir = their_run(project)
     assert main(["export", str(run_dir)]) == 0, capsys.readouterr().err
@@ -165,6 +166,7 @@ def test_a_model_with_dict_batches_exports_from_its_example_input_and_serves_jso
 def test_a_model_with_dict_batches_and_no_example_input_gets_one_message(project, tmp_path, capsys,
                                                                          monkeypatch):
     monkeypatch.syspath_prepend(str(project / "proj"))
+    monkeypatch.setenv("DLOPS_TRUSTED_PACKAGES", "dictmodel")  # their package: its config may build it
     monkeypatch.chdir(project / "work")
     copy = tmp_path / "run"  # the same run, its model built without example_input_array
     shutil.copytree(their_run(project), copy, ignore=shutil.ignore_patterns("export"))
