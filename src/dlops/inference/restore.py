@@ -84,22 +84,24 @@ def sha256(path: Path) -> str:
 
 
 def _config_dir(run_dir: Path) -> Path:
-    """The conf/ tree the run was composed from (its primary config source), else ./conf."""
-    if (run_dir / RUN_HYDRA).is_file():
-        sources = OmegaConf.select(OmegaConf.load(run_dir / RUN_HYDRA), "hydra.runtime.config_sources") or []
-        for source in sources:
-            main = source.get("provider") == "main" and source.get("schema") == "file"
-            if main and Path(source["path"]).is_dir():
-                return Path(source["path"])
-    return Path.cwd() / "conf"
+    """The config folder the run was composed from: the user's (dlops' own is searched after it),
+    else dlops' own."""
+    from dlops import configs
+
+    configs.search_packaged()
+    sources = OmegaConf.select(OmegaConf.load(run_dir / RUN_HYDRA), "hydra.runtime.config_sources") \
+        if (run_dir / RUN_HYDRA).is_file() else None
+    return configs.recorded_primary(sources or []) or configs.PACKAGED
 
 
 def group_overrides(overrides: list[str], conf_dir: Path) -> list[str]:
     """The config groups that `overrides` choose an option of (`datamodule=image_folder`: datamodule)."""
+    from dlops.configs import search_dirs
+
     groups = []
     for override in overrides:
         key = override.split("=", 1)[0]
-        if "=" in override and key.isidentifier() and (conf_dir / key).is_dir():
+        if "=" in override and key.isidentifier() and any((d / key).is_dir() for d in search_dirs(conf_dir)):
             groups.append(key)
     return groups
 

@@ -125,7 +125,9 @@ def continue_command(run_dir: Path) -> str:
     """The command that resumes `run_dir`, quoted for the shell (`resume=` reads the path as is)."""
     import shlex
 
-    return f"python train.py {shlex.quote(f'resume={run_dir}')}"
+    from dlops.lifecycle import argv
+
+    return f"{argv.COMMAND} {shlex.quote(f'resume={run_dir}')}"
 
 
 def refuse(exc: ConfigError, run_dir: Path, sweep_dir: Path | None) -> float:
