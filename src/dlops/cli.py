@@ -101,6 +101,9 @@ def export(args: argparse.Namespace) -> None:
     import json
 
     check_run(args)
+    from dlops.extras import require
+
+    require("export", "dlops export")
     from dlops.inference.export import export_run
 
     info = json.loads(export_run(args.run_dir, args.ckpt, args.format).read_text())
@@ -111,6 +114,9 @@ def export(args: argparse.Namespace) -> None:
 
 
 def serve(args: argparse.Namespace) -> None:
+    from dlops.extras import require
+
+    require("serve", "dlops serve")
     from dlops.serve.app import serve as run_server  # imports no torch
 
     run_server(args.run_dir, args.host, args.port, args.max_upload_bytes)

@@ -25,8 +25,9 @@ RUN_STATUSES = ("running", "completed", "failed", "interrupted", "diverged", "pr
 # whose process is gone, a summary that cannot be read, a run from before summary.json
 READER_STATUSES = ("missing", "refused", "killed", "unreadable", "unknown")
 STATUSES = RUN_STATUSES + READER_STATUSES
-PACKAGES = ("dlops", "torch", "torchvision", "lightning", "pytorch-lightning", "torchmetrics", "hydra-core",
-            "omegaconf", "wandb", "tensorboard", "mlflow", "optuna")
+# distribution names (dlops' own: dlops-lightning, recorded as `dlops`)
+PACKAGES = ("dlops-lightning", "torch", "torchvision", "lightning", "pytorch-lightning", "torchmetrics",
+            "hydra-core", "omegaconf", "wandb", "tensorboard", "mlflow", "optuna")
 
 
 def now() -> str:
@@ -142,7 +143,7 @@ def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in PACKAGES:
         with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[name] = metadata.version(name)
+            versions["dlops" if name == "dlops-lightning" else name] = metadata.version(name)
     return versions
 
 
