@@ -47,7 +47,6 @@ def run(args: list[str], config_dir: str | PathLike | None = None, entry: Sequen
         print(help_page(configs.search_dirs(primary), name))
         return
     import hydra
-    from hydra.core.config_store import ConfigStore
 
     from dlops.lifecycle import argv as command_line
     from dlops.lifecycle.resolvers import register_resolvers, show_placeholders
@@ -58,9 +57,7 @@ def run(args: list[str], config_dir: str | PathLike | None = None, entry: Sequen
     register_resolvers()
     if any(arg.split("=", 1)[0] in ("--cfg", "-c") for arg in args):
         show_placeholders()  # `--cfg job --resolve`: the data's facts are known only in a run
-    # Hydra deep-copies its config repository, with this store of every plugin's schemas, once per
-    # config group to print completions (~0.8 s). The store hands out only copies of what it holds: share it.
-    ConfigStore.__deepcopy__ = lambda self, memo: self
+    share_config_store()
     command_line.ENTRY[:], command_line.COMMAND = entry, name
     try:
         args = without_plus(args, configs.search_dirs(primary))
@@ -68,6 +65,15 @@ def run(args: list[str], config_dir: str | PathLike | None = None, entry: Sequen
         raise SystemExit(f"{name}: error: {exc}") from None
     sys.argv = hydra_argv([sys.argv[0], f"--config-path={primary or configs.PACKAGED}", *args])
     hydra.main(version_base="1.3", config_path=str(configs.PACKAGED), config_name="train")(task)()
+
+
+def share_config_store() -> None:
+    """Hydra deep-copies its config repository, with the store of every plugin's schemas, once per
+    config group (~0.8 s to complete a command line). The store hands out only copies of what it
+    holds: share it instead."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.__deepcopy__ = lambda self, memo: self
 
 
 def task(cfg: "DictConfig") -> float | None:
