@@ -165,8 +165,19 @@ def _rule(node: ast.expr) -> Rule | None:
     return None
 
 
+def _alternatives(node: ast.expr) -> list[ast.expr]:
+    """The members of a union, nested ones flattened: `Optional[Union[int, float]]` -> int, float, None."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return _alternatives(node.left) + _alternatives(node.right)
+    if isinstance(node, ast.Subscript) and getattr(node.value, "id", None) in ("Optional", "Union"):
+        items = list(node.slice.elts) if isinstance(node.slice, ast.Tuple) else [node.slice]
+        return [a for item in items for a in _alternatives(item)] + \
+            ([ast.Constant(None)] if node.value.id == "Optional" else [])
+    return [node]
+
+
 def _any_of(nodes: list[ast.expr]) -> Rule | None:
-    rules = [_rule(n) for n in nodes]
+    rules = [_rule(n) for node in nodes for n in _alternatives(node)]
     if any(r is None for r in rules):
         return None
     texts = list(dict.fromkeys(text for _, text in rules))
