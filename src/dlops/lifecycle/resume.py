@@ -160,7 +160,8 @@ def _sweep_overrides(sweep_dir: Path, args: list[str]) -> list[str]:
     primary = configs.recorded_primary(OmegaConf.select(saved, "hydra.runtime.config_sources") or [])
     if primary:
         args = [f"--config-path={primary}", *configs.split_dir_flags(args)[0]]
-    return [*task, *hydra, *args, f"hydra.sweep.dir={hydra_value(sweep_dir)}"]
+    flags = [a for a in args if not is_override(a)]  # before the overrides: Hydra's parser wants them so
+    return [*flags, *task, *hydra, *given, f"hydra.sweep.dir={hydra_value(sweep_dir)}"]
 
 
 @dataclass
