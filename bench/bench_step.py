@@ -146,7 +146,7 @@ def main() -> None:
     register_resolvers()
     us: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="dlops-step-") as run_dir:
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(ROOT / "src" / "dlops" / "conf"), version_base="1.3"):
             cfg = compose("train", overrides=[f"paths.output_dir={run_dir}",
                                               f"paths.data_dir={run_dir}"])
         variants = {

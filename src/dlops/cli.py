@@ -7,12 +7,29 @@ from collections.abc import Sequence
 from dlops import __version__
 
 
+def train(args: list[str]) -> int:
+    """`dlops train ...`: everything after `train` goes to the training entry (dlops/launch.py)."""
+    import os
+
+    from dlops.launch import run
+
+    sys.path.insert(0, os.getcwd())  # the user's modules in the current folder, as `python -m` finds them
+    run(args, entry=["train"])
+    return 0
+
+
+def completion(args: argparse.Namespace) -> None:
+    from dlops.completion import bash_script
+
+    print(bash_script(build_parser()))
+
+
 def make_dataset(args: argparse.Namespace) -> None:
     from dlops.data.export import write_image_folder
 
     counts = write_image_folder(args.dir, args.per_class, args.test_fraction, args.seed)
     print(f"wrote {counts['train']} training and {counts['test']} test images to {args.dir}")
-    print(f"train on them: python train.py datamodule=image_folder datamodule.root={args.dir}")
+    print(f"train on them: dlops train datamodule=image_folder datamodule.root={args.dir}")
 
 
 def plot(args: argparse.Namespace) -> None:
@@ -144,6 +161,9 @@ def export(args: argparse.Namespace) -> None:
     import json
 
     check_run(args)
+    from dlops.extras import require
+
+    require("export", "dlops export")
     from dlops.inference.export import export_run, log_run_export
 
     model_json, cfg = export_run(args.run_dir, args.ckpt, args.format)
@@ -157,6 +177,9 @@ def export(args: argparse.Namespace) -> None:
 
 
 def serve(args: argparse.Namespace) -> None:
+    from dlops.extras import require
+
+    require("serve", "dlops serve")
     from dlops.serve.app import Limits  # imports no torch
     from dlops.serve.server import serve as run_server
 
@@ -240,10 +263,21 @@ def add_after_training(commands: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="dlops", description="Tools for dlops runs. Train with `python train.py`."
+        prog="dlops", description="Train PyTorch Lightning models from composed Hydra configs, one "
+        "run directory per run, and work with the runs afterwards."
     )
     parser.add_argument("--version", action="version", version=f"dlops {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser(  # parsed by dlops/launch.py: `main` hands it everything after `train`
+        "train", add_help=False, help="train a model: dlops train [--config-dir DIR] [-m] "
+        "[KEY=VALUE ...] (dlops train --help lists the config groups and options)")
+    shell = commands.add_parser(
+        "completion", help="print a shell completion script: eval \"$(dlops completion bash)\"",
+        description="Print the script that completes dlops' commands and their flags, and for "
+        "`dlops train` the config groups, options and keys (through Hydra). Add "
+        "`eval \"$(dlops completion bash)\"` to ~/.bashrc.")
+    shell.add_argument("shell", choices=["bash"], help="the shell (bash)")
+    shell.set_defaults(handler=completion)
 
     make = commands.add_parser(
         "make-dataset",
@@ -296,11 +330,15 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--html", metavar="OUT.html", help="write a self-contained HTML report")
     rep.set_defaults(handler=report)
     add_after_training(commands)
+    parser.set_defaults(subcommands=commands.choices)  # {name: parser}, for `dlops completion`
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `dlops` command; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        return train(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -1,13 +1,17 @@
 """Check the composed config before anything heavy runs, and report every problem at once.
 
-`SCHEMA` says, per key path, what a valid value is (type and range); keys that the composed
-config does not have are skipped (each datamodule and net has its own). Keys under `datamodule`,
-`model` and `model.net` are dlops' to check only when that node builds a dlops class: a user's
-own classes check their own arguments. Then come the checks that span keys or look outside the
-config: fractions, paths, and devices vs the hardware.
+Types come from signatures: each key of the `trainer` node must be of the type the installed
+Lightning's `Trainer` annotates, and each key of a node that builds one of dlops' own classes of
+the type its `__init__` annotates (read from source by dlops.signatures, without importing them).
+`SCHEMA` adds, per key path, the ranges types cannot say (`model.optimizer.lr` > 0). Keys under
+`datamodule`, `model` and `model.net` are dlops' to check only when that node builds a dlops
+class: a user's own classes check their own arguments, and Lightning checks the values of its own
+(`trainer.accelerator=tpu` is Lightning's to accept or refuse). Then come the checks that span
+keys or look outside the config: fractions, paths, and devices vs the hardware.
 Torch is imported only to count GPUs, and only when the config asks for them.
 """
 
+import ast
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -61,14 +65,6 @@ BOOLEAN: Rule = (lambda v: isinstance(v, bool), "true or false")
 FRACTION = number(0, 1, low_open=True, high_open=True)
 SIZES: Rule = (lambda v: OmegaConf.is_list(v) and len(v) > 0 and all(_is_int(x) and x >= 1 for x in v),
                "a non-empty list of integers >= 1, e.g. [128,64]")
-BATCHES: Rule = (lambda v: (_is_int(v) and v >= 0) or (isinstance(v, float) and 0 <= v <= 1),
-                 "a number of batches (integer >= 0) or a fraction of them (0.0 to 1.0)")
-DEVICES: Rule = (lambda v: v == "auto" or v == -1 or (_is_int(v) and v >= 1)
-                 or (isinstance(v, str) and all(p.strip().isdigit() for p in v.split(",")))
-                 or (OmegaConf.is_list(v) and len(v) > 0 and all(_is_int(x) and x >= 0 for x in v)),
-                 "a number of devices >= 1, -1 (all), auto, or a list of device indices")
-PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true",
-              "64", "32", "16", "bf16", 64, 32, 16)
 
 # key path -> what a valid value is
 SCHEMA: dict[str, Rule] = {
@@ -84,11 +80,7 @@ SCHEMA: dict[str, Rule] = {
     "datamodule.val_fraction": FRACTION,
     "datamodule.test_fraction": FRACTION,
     "datamodule.split_seed": integer(0),
-    "datamodule.source": one_of("bundled", "torchvision"),
-    "datamodule.download": BOOLEAN,
     "datamodule.positive_digit": one_of(None, *range(10)),
-    "datamodule.balance": one_of(None, "weight", "undersample"),
-    "datamodule.color_mode": one_of("L", "RGB"),
     "datamodule.image_size": integer(1, also=(None,)),
     "model.optimizer.lr": number(0, low_open=True),
     "model.optimizer.weight_decay": number(0),
@@ -97,18 +89,6 @@ SCHEMA: dict[str, Rule] = {
     "model.net.channels": SIZES,
     "model.net.hidden_size": integer(1),
     "model.net.dropout": number(0, 1, high_open=True),
-    "trainer.max_epochs": integer(1, also=(-1,)),
-    "trainer.min_epochs": integer(0, also=(None,)),
-    "trainer.max_steps": integer(1, also=(-1,)),
-    "trainer.check_val_every_n_epoch": integer(1, also=(None,)),
-    "trainer.accelerator": one_of("auto", "cpu", "gpu", "cuda", "mps"),
-    "trainer.devices": DEVICES,
-    "trainer.precision": one_of(*PRECISIONS),
-    "trainer.deterministic": (lambda v: isinstance(v, bool) or v == "warn", "true, false or warn"),
-    "trainer.limit_train_batches": BATCHES,
-    "trainer.limit_val_batches": BATCHES,
-    "trainer.limit_test_batches": BATCHES,
-    "trainer.overfit_batches": BATCHES,
     "callbacks.model_checkpoint.save_top_k": integer(-1),
     "callbacks.early_stopping.patience": integer(0),
     "logger.wandb.offline": one_of(None, True, False),
@@ -134,9 +114,108 @@ def _foreign(cfg: DictConfig, key: str) -> bool:
     return False
 
 
+PLAIN_TYPES: dict[str, Rule] = {
+    "int": (_is_int, "an integer"),
+    "float": (_is_number, "a number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "text"),
+    "None": (lambda v: v is None, "null"),
+    "dict": (OmegaConf.is_dict, "a mapping"),
+}
+LISTS = ("list", "List", "Sequence", "tuple", "Tuple")
+
+
+def annotation_rule(annotation: str | None) -> Rule | None:
+    """A check of a config value against a type annotation as written (`Optional[int]`,
+    `int | None`, `Literal['L', 'RGB']`, `list[int]`), or None when it names anything but plain
+    types (a Lightning class, a type alias): then the class itself is the judge."""
+    if not annotation:
+        return None
+    try:
+        return _rule(ast.parse(annotation, mode="eval").body)
+    except (SyntaxError, ValueError):
+        return None
+
+
+def _rule(node: ast.expr) -> Rule | None:
+    if isinstance(node, ast.Name) and node.id in PLAIN_TYPES:
+        return PLAIN_TYPES[node.id]
+    if isinstance(node, ast.Constant) and node.value is None:
+        return PLAIN_TYPES["None"]
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return _any_of([node.left, node.right])
+    if not isinstance(node, ast.Subscript) or not isinstance(node.value, ast.Name):
+        return None
+    name, inner = node.value.id, node.slice
+    items = list(inner.elts) if isinstance(inner, ast.Tuple) else [inner]
+    if name == "Optional":
+        return _any_of([*items, ast.Constant(None)])
+    if name == "Union":
+        return _any_of(items)
+    if name == "Literal" and all(isinstance(i, ast.Constant) for i in items):
+        return one_of(*(i.value for i in items))
+    if name in ("dict", "Dict", "Mapping"):
+        return PLAIN_TYPES["dict"]
+    if name in LISTS:
+        element = _rule(items[0]) if items else None
+        if element is None:
+            return None
+        check, text = element
+        return (lambda v: OmegaConf.is_list(v) and all(check(x) for x in v), f"a list ({text} each)")
+    return None
+
+
+def _alternatives(node: ast.expr) -> list[ast.expr]:
+    """The members of a union, nested ones flattened: `Optional[Union[int, float]]` -> int, float, None."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return _alternatives(node.left) + _alternatives(node.right)
+    if isinstance(node, ast.Subscript) and getattr(node.value, "id", None) in ("Optional", "Union"):
+        items = list(node.slice.elts) if isinstance(node.slice, ast.Tuple) else [node.slice]
+        return [a for item in items for a in _alternatives(item)] + \
+            ([ast.Constant(None)] if node.value.id == "Optional" else [])
+    return [node]
+
+
+def _any_of(nodes: list[ast.expr]) -> Rule | None:
+    rules = [_rule(n) for node in nodes for n in _alternatives(node)]
+    if any(r is None for r in rules):
+        return None
+    texts = list(dict.fromkeys(text for _, text in rules))
+    text = texts[0] if len(texts) == 1 else ", ".join(texts[:-1]) + " or " + texts[-1]
+    return (lambda v: any(check(v) for check, _ in rules), text)
+
+
+def _is_trainer(target: str) -> bool:
+    return target.startswith(("lightning.", "pytorch_lightning.")) and target.endswith(".Trainer")
+
+
+def signature_rules(cfg: DictConfig) -> dict[str, Rule]:
+    """{key path: rule} from the annotations of the Trainer and of the dlops classes the config builds."""
+    from dlops.signatures import init_parameters, trainer_parameters
+
+    rules = {}
+    for node in ("trainer", *OWNED_NODES):
+        target = OmegaConf.select(cfg, f"{node}._target_", default=None, throw_on_missing=False)
+        if not isinstance(target, str):
+            continue
+        params = trainer_parameters() if node == "trainer" and _is_trainer(target) else \
+            init_parameters(target) if target.startswith("dlops.") else None
+        section = OmegaConf.select(cfg, node)
+        for name, annotation in (params or {}).items():
+            key = f"{node}.{name}"
+            if name in section and key not in SCHEMA and not OmegaConf.is_interpolation(section, name) \
+                    and (rule := annotation_rule(annotation)):
+                rules[key] = rule
+    return rules
+
+
 def config_problems(cfg: DictConfig) -> list[str]:
     """Every problem found in `cfg`, one readable line each (empty when the config is fine)."""
     problems = []
+    for key, (check, expected) in signature_rules(cfg).items():
+        value = OmegaConf.select(cfg, key)
+        if not check(value):
+            problems.append(f"{key} must be {expected}, got {_describe(value)}")
     for key, (check, expected) in SCHEMA.items():
         if _foreign(cfg, key):
             continue

@@ -58,7 +58,18 @@ def test_unknown_config_group_option_lists_the_valid_ones(tmp_path):
 
 def test_misspelt_key_names_it(tmp_path):
     output = fails(tmp_path, "trainer.max_epoch=3")
-    assert "Key 'max_epoch' is not in struct" in output and "full_key: trainer.max_epoch" in output
+    assert "trainer.max_epoch is not an argument of Lightning's Trainer; did you mean trainer.max_epochs?" \
+        in output
+    output = fails(tmp_path, "datamodule.batchsize=3")
+    assert "Key 'batchsize' is not in struct" in output and "full_key: datamodule.batchsize" in output
+    assert not (tmp_path / "outputs").exists()  # stopped before a run dir was made
+
+
+def test_an_accelerator_lightning_knows_passes_dlops_checks_and_lightning_says_why_not_here(tmp_path):
+    output = fails(tmp_path, "trainer.accelerator=tpu", "debug=fast")
+    assert "Error in call to target 'lightning.pytorch.trainer.trainer.Trainer'" in output
+    assert "problem(s)" not in output  # dlops' own checks let it through
+    failed_with(tmp_path, "torch_xla")
 
 
 def test_unknown_trainer_argument(tmp_path):
@@ -228,7 +239,7 @@ def test_output_dir_not_writable(tmp_path, where):
     else:
         output = fails(tmp_path, "hydra.run.dir=/sys/dlops-run", *fast())
         assert "cannot create the run directory /sys/dlops-run: Operation not permitted" in output
-    assert "Start train.py from a folder you can write to" in output
+    assert "Start python train.py from a folder you can write to" in output
 
 
 def test_disk_full_while_saving_a_checkpoint(tmp_path):

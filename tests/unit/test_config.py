@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from dlops.lifecycle.resolvers import register_resolvers, unique_dir
 from dlops.validate import config_problems
 
-CONF = ROOT / "conf"
+CONF = ROOT / "src" / "dlops" / "conf"
 GROUPS = ["datamodule", "model", "trainer", "logger", "callbacks", "debug", "experiment", "hparams_search"]
 
 register_resolvers()

@@ -3,8 +3,6 @@
 import contextlib
 import copy
 import os
-import runpy
-from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
@@ -15,6 +13,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from dlops.data.base import InMemoryDataModule
+from dlops.launch import share_config_store
 from dlops.models.classifier import Classifier
 from dlops.overhead import NoProfiler, skip_gpu_probes, trainer_speedups
 
@@ -32,8 +31,8 @@ def test_classifier_sets_the_hook_name_directly_and_still_registers_modules():
     assert "head" not in model.__dict__
 
 
-def test_train_py_shares_the_config_store():
-    runpy.run_path(str(Path(__file__).resolve().parents[2] / "train.py"), run_name="imported")
+def test_the_training_entry_shares_the_config_store():
+    share_config_store()  # what dlops.launch does before Hydra starts
     store = ConfigStore.instance()
     assert copy.deepcopy(store) is store
     assert copy.deepcopy({"store": store})["store"] is store

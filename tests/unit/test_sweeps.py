@@ -103,7 +103,7 @@ def test_readme_slurm_command_composes():
                  "hydra.launcher.tasks_per_node=4", "hydra.launcher.gpus_per_node=4",
                  "hydra.launcher.cpus_per_task=8", "hydra.launcher.mem_gb=64",
                  "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "src" / "dlops" / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.nodes == 2
     assert (cfg.trainer.strategy, cfg.trainer.devices, cfg.trainer.num_nodes) == ("ddp", 4, 2)

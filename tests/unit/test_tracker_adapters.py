@@ -33,7 +33,7 @@ def test_only_tracking_modules_import_a_tracker():
 
 
 def test_every_shipped_logger_config_targets_a_tracker():
-    files = sorted((ROOT / "conf" / "logger").glob("*.yaml"))
+    files = sorted((ROOT / "src" / "dlops" / "conf" / "logger").glob("*.yaml"))
     targets = {node["_target_"] for path in files for name, node in OmegaConf.load(path).items()
                if name != "defaults" and node}
     assert len(targets) == 4  # csv, tensorboard, wandb, mlflow

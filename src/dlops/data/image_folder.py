@@ -2,6 +2,7 @@
 
 import logging
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -58,9 +59,9 @@ class ImageFolderDataModule(InMemoryDataModule):
     def __init__(
         self,
         root: str,
-        color_mode: str = "L",
+        color_mode: Literal["L", "RGB"] = "L",
         image_size: int | None = None,
-        balance: str | None = None,
+        balance: Literal["weight", "undersample"] | None = None,
         batch_size: int = 32,
         seed: int = 0,
         folds: int | None = None,

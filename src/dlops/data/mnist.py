@@ -2,6 +2,7 @@
 
 import logging
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -80,11 +81,11 @@ class MNISTDataModule(InMemoryDataModule):
 
     def __init__(
         self,
-        source: str = "bundled",
+        source: Literal["bundled", "torchvision"] = "bundled",
         data_dir: str = "data",
         download: bool = True,
         positive_digit: int | None = 3,
-        balance: str | None = "weight",
+        balance: Literal["weight", "undersample"] | None = "weight",
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
         split_seed: int = 1234,

@@ -130,23 +130,24 @@ def _runtime(hydra_yaml: dict[str, Any] | None, key: str) -> Any:
 
 
 def _config_dir(hydra_yaml: dict[str, Any] | None) -> Path:
-    """The conf/ tree the run was composed from (its primary config source), else ./conf."""
+    """The config folder the run was composed from: the user's (dlops' own is searched after it),
+    else dlops' own."""
+    from dlops import configs
+
+    configs.search_packaged()
     sources = _runtime(hydra_yaml, "config_sources")
-    for source in sources if isinstance(sources, list) else []:
-        if not isinstance(source, dict):
-            continue
-        main = source.get("provider") == "main" and source.get("schema") == "file"
-        if main and isinstance(source.get("path"), str) and Path(source["path"]).is_dir():
-            return Path(source["path"])
-    return Path.cwd() / "conf"
+    sources = [s for s in sources if isinstance(s, dict)] if isinstance(sources, list) else []
+    return configs.recorded_primary(sources) or configs.PACKAGED
 
 
 def group_overrides(overrides: list[str], conf_dir: Path) -> list[str]:
     """The config groups that `overrides` choose an option of (`datamodule=image_folder`: datamodule)."""
+    from dlops.configs import search_dirs
+
     groups = []
     for override in overrides:
         key = override.split("=", 1)[0]
-        if "=" in override and key.isidentifier() and (conf_dir / key).is_dir():
+        if "=" in override and key.isidentifier() and any((d / key).is_dir() for d in search_dirs(conf_dir)):
             groups.append(key)
     return groups
 

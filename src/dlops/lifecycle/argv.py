@@ -1,4 +1,4 @@
-"""The command line of `train.py` before Hydra reads it: which kind of run, which config flags,
+"""The training command line before Hydra reads it: which kind of run, which config flags,
 and a run dir given literally, created early so that an unwritable one is one message."""
 
 import os
@@ -13,6 +13,11 @@ from dlops.rundir import lock, overrides
 MULTIRUN_FLAGS = ("-m", "--multirun")
 CONFIG_FLAGS = ("-cp", "-cn", "-cd", "--config-path", "--config-name", "--config-dir")
 TORCHRUN_VARIABLE = "TORCHELASTIC_RUN_ID"  # set by torchrun in every process it starts
+# what stands between the program and Hydra's arguments: ["train"] for `dlops train` (set by
+# dlops.launch); DDP ranks > 0 are started with it again
+ENTRY: list[str] = []
+# the training command as the user typed it, for messages (`python train.py` when started so)
+COMMAND = "dlops train"
 
 
 def is_multirun(argv: list[str]) -> bool:
@@ -38,7 +43,7 @@ def swept_keys(task: list[str]) -> set[str]:
 def cannot_create(path: str, exc: OSError) -> str:
     """The message for a run directory that cannot be made."""
     return (f"error: cannot create the run directory {Path(path).resolve()}: {exc.strerror}. "
-            "Start train.py from a folder you can write to, or set hydra.run.dir "
+            f"Start {COMMAND} from a folder you can write to, or set hydra.run.dir "
             "(hydra.sweep.dir with -m) to one.")
 
 

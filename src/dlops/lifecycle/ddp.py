@@ -1,7 +1,8 @@
 """Distributed runs keep the run-directory contract: one directory, written by rank 0 only.
 
-With `strategy: ddp` Lightning starts ranks > 0 on this machine by running the script again
-(`python train.py <this process's arguments> hydra.run.dir=<hydra.run.dir> ...`). Inside a sweep
+With `strategy: ddp` Lightning starts ranks > 0 on this machine by running the command again
+(`python train.py|bin/dlops train|main.py <this process's arguments> hydra.run.dir=<hydra.run.dir> ...`,
+`python -m dlops.__main__ train ...`). Inside a sweep
 that command would start the whole sweep again (`-m`) in a new directory, so before the fit the
 arguments become this job's own overrides and `hydra.run.dir` this job's run dir. On SLURM
 (`hydra/launcher=submitit_slurm` with `tasks_per_node` = devices) SLURM starts every rank and
@@ -21,7 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, read_write
 
 from dlops.errors import ConfigError, Interrupted
-from dlops.lifecycle.argv import config_flags
+from dlops.lifecycle.argv import ENTRY, config_flags
 
 log = logging.getLogger(__name__)
 # set by torchrun, by Lightning for the processes it starts, and by srun
@@ -53,7 +54,7 @@ def prepare_relaunch(trainer: Any, run_dir: Path) -> None:
     with read_write(hydra):
         hydra.run.dir = str(run_dir)
     # ranks > 0 log to the console only: the run dir's train.log is rank 0's
-    sys.argv[1:] = [*config_flags(sys.argv[1:]), *hydra.overrides.task, "hydra/job_logging=stdout"]
+    sys.argv[1:] = [*ENTRY, *config_flags(sys.argv[1:]), *hydra.overrides.task, "hydra/job_logging=stdout"]
 
 
 @contextmanager

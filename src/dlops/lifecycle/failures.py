@@ -64,9 +64,13 @@ def user_message(exc: BaseException) -> str | None:
     """The readable message of an error caused by the input, or None for a bug."""
     from hydra.errors import InstantiationException
 
+    from dlops.extras import for_missing_module
+
     for link in causes(exc):  # e.g. a ConfigError raised by `${data:...}` while instantiating
         if isinstance(link, ConfigError | DivergedError | Pruned):
             return str(link)
+        if isinstance(link, ModuleNotFoundError) and (text := for_missing_module(link)):
+            return text  # a module that an extra of dlops brings: the install line
     cause = causes(exc)[-1] if isinstance(exc, InstantiationException) else exc
     if isinstance(exc, InstantiationException) and not isinstance(cause, OSError):
         return f"the config could not be instantiated: {exc}"  # e.g. a misspelt argument
@@ -125,7 +129,9 @@ def continue_command(run_dir: Path) -> str:
     """The command that resumes `run_dir`, quoted for the shell (`resume=` reads the path as is)."""
     import shlex
 
-    return f"python train.py {shlex.quote(f'resume={run_dir}')}"
+    from dlops.lifecycle import argv
+
+    return f"{argv.COMMAND} {shlex.quote(f'resume={run_dir}')}"
 
 
 def refuse(exc: ConfigError, run_dir: Path, sweep_dir: Path | None) -> float:

@@ -8,13 +8,14 @@ the option's name, and an unknown one gets Hydra's own message with the availabl
 from pathlib import Path
 
 
-def quote_numeric_options(argv: list[str], conf_dir: Path) -> list[str]:
-    """`argv` with every `GROUP=<digits>` (GROUP a folder of `conf_dir`) written `GROUP='<digits>'`."""
+def quote_numeric_options(argv: list[str], conf_dirs: list[Path]) -> list[str]:
+    """`argv` with every `GROUP=<digits>` (GROUP a folder in `conf_dirs`) written `GROUP='<digits>'`."""
     fixed = [argv[0]]
     for arg in argv[1:]:
         key, sep, value = arg.partition("=")
         group = key.lstrip("+~")
-        if sep and value.isdigit() and "." not in group and group and (conf_dir / group).is_dir():
+        if sep and value.isdigit() and "." not in group and group \
+                and any((conf_dir / group).is_dir() for conf_dir in conf_dirs):
             arg = f"{key}='{value}'"
         fixed.append(arg)
     return fixed

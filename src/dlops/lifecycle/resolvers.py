@@ -11,6 +11,9 @@ from dlops.rundir import dirs
 
 # the datamodule that `${data:NAME}` reads: set by dlops.build once it is set up
 _datamodule: Any = None
+# whether `${data:NAME}` without a datamodule reads as a placeholder: only while a config is
+# printed (`--cfg job --resolve`), never in a run, where a value must be real
+_placeholders = False
 
 
 def unique_dir(path: str) -> str:
@@ -44,8 +47,16 @@ def set_datamodule(datamodule: Any) -> None:
     _datamodule = datamodule
 
 
+def show_placeholders() -> None:
+    """Print `${data:NAME}` as `<NAME from the datamodule>` when no datamodule is set up."""
+    global _placeholders
+    _placeholders = True
+
+
 def data_fact(name: str) -> Any:
     """`${data:NAME}`: the attribute NAME of the run's datamodule, as plain values (lists, numbers)."""
+    if _datamodule is None and _placeholders:
+        return f"<{name} from the datamodule>"
     if _datamodule is None:
         raise ConfigError(f"${{data:{name}}} is known only while a run builds its model, once the "
                           "datamodule is set up; --cfg job shows it unresolved.")

@@ -20,6 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from dlops import configs
 from dlops.errors import ConfigError
 from dlops.lifecycle.argv import (
     TORCHRUN_VARIABLE,
@@ -62,7 +63,7 @@ def hydra_argv(argv: list[str]) -> list[str]:
     torchrun = bool(os.environ.get(TORCHRUN_VARIABLE))
     if not is_rank_zero() and not torchrun:  # a DDP rank > 0 that Lightning started in rank 0's run dir
         return argv
-    argv = quote_numeric_options(argv, Path(argv[0]).resolve().parent / "conf")
+    argv = quote_numeric_options(argv, configs.search_dirs(configs.primary_from_args(argv[1:])))
     try:
         _check_path(Path.cwd(), "the current folder")
         argv = _resume_argv(argv, writer=is_rank_zero())
@@ -167,11 +168,12 @@ def _sweep_overrides(sweep_dir: Path, args: list[str]) -> list[str]:
     if not (sweep_dir / layout.MULTIRUN_ORIGINAL).exists():  # Hydra rewrites multirun.yaml
         shutil.copy2(sweep_dir / layout.MULTIRUN, sweep_dir / layout.MULTIRUN_ORIGINAL)
     _enter_start_dir(sweep_dir / layout.MULTIRUN)
-    # the config dirs the sweep was composed with (`--config-dir` of a user's own configs)
-    sources = OmegaConf.select(saved, "hydra.runtime.config_sources") or []
-    config_dirs = [f"--config-dir={s.path}" for s in sources
-                   if s.provider == "command-line" and s.schema == "file" and s.path not in " ".join(args)]
-    return [*config_dirs, *task, *hydra, *args, f"hydra.sweep.dir={hydra_value(sweep_dir)}"]
+    # the user's config folder the sweep was composed with, so that its jobs compose again
+    primary = configs.recorded_primary(OmegaConf.select(saved, "hydra.runtime.config_sources") or [])
+    if primary:
+        args = [f"--config-path={primary}", *configs.split_dir_flags(args)[0]]
+    flags = [a for a in args if not is_override(a)]  # before the overrides: Hydra's parser wants them so
+    return [*flags, *task, *hydra, *given, f"hydra.sweep.dir={hydra_value(sweep_dir)}"]
 
 
 def _extended(new: DictConfig, original: DictConfig) -> bool:

@@ -26,8 +26,9 @@ RUN_STATUSES = ("running", "completed", "failed", "interrupted", "diverged", "pr
 # it was requeued or ended), a summary that cannot be read, a run from before summary.json
 READER_STATUSES = ("missing", "refused", "killed", "lost", "unreadable", "unknown")
 STATUSES = RUN_STATUSES + READER_STATUSES
-PACKAGES = ("dlops", "torch", "torchvision", "lightning", "pytorch-lightning", "torchmetrics", "hydra-core",
-            "omegaconf", "wandb", "tensorboard", "mlflow", "optuna")
+# distribution names (dlops' own: dlops-lightning, recorded as `dlops`)
+PACKAGES = ("dlops-lightning", "torch", "torchvision", "lightning", "pytorch-lightning", "torchmetrics",
+            "hydra-core", "omegaconf", "wandb", "tensorboard", "mlflow", "optuna")
 
 
 def now() -> str:
@@ -203,7 +204,7 @@ def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in PACKAGES:
         with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[name] = metadata.version(name)
+            versions["dlops" if name == "dlops-lightning" else name] = metadata.version(name)
     return versions
 
 
