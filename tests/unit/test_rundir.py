@@ -87,7 +87,8 @@ def test_a_run_under_slurm_records_its_job_attempt_and_cluster(monkeypatch):
                               monitor="val_loss", mode="min", max_epochs=2)
     assert summary["slurm"] == {"job": "12_2", "restarts": 1, "cluster": "gpu"}
     monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
-    resumed = run_summary.resumed(summary, max_epochs=2, overrides=[], resumed_from=None)
+    resumed = run_summary.resumed(summary, run_dir=Path("run"), max_epochs=2, overrides=[],
+                                  resumed_from=None)
     assert [a["slurm"]["restarts"] for a in resumed["attempts"]] == [1, 2]
     assert resumed["slurm"]["restarts"] == 2
 

@@ -139,7 +139,7 @@ def test_trial_reaches_its_job_through_one_quoted_env_override(monkeypatch):
 def test_installed_optuna_is_current_and_sqlalchemy_is_2_beside_mlflow():
     major = {name: int(version(name).split(".")[0]) for name in ("optuna", "sqlalchemy", "mlflow")}
     assert major["optuna"] >= 4 and major["sqlalchemy"] >= 2 and major["mlflow"] >= 2, major
-    assert not any(name.startswith("hydra-optuna-sweeper") for name in requires("dlops"))
+    assert not any(name.startswith("hydra-optuna-sweeper") for name in requires("dlops-lightning"))
 
 
 
