@@ -248,6 +248,7 @@ def test_a_run_dir_with_run_files_but_no_summary_is_refused(tmp_path, finished):
 def test_resume_passes_any_run_dir_path_to_hydra_literally(tmp_path, finished, name):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    from dlops.lifecycle.argv import COMMAND
     from dlops.lifecycle.failures import continue_command as command
     from dlops.lifecycle.resume import _resume_argv
 
@@ -261,7 +262,9 @@ def test_resume_passes_any_run_dir_path_to_hydra_literally(tmp_path, finished, n
     parser = OverridesParser.create()
     values = {o.key_or_group: o.value() for o in parser.parse_overrides(argv[1:])}
     assert values == {"resume": str(run_dir), "hydra.run.dir": str(run_dir)}
-    assert subprocess.run(["sh", "-c", f"printf %s {command(run_dir)[len('python train.py '):]}"],
+    shown = command(run_dir)
+    assert shown.startswith(f"{COMMAND} ")
+    assert subprocess.run(["sh", "-c", f"printf %s {shown[len(COMMAND) + 1:]}"],
                           capture_output=True, text=True).stdout == f"resume={run_dir}"
 
 

@@ -53,12 +53,12 @@ def test_resolvers_that_make_config_or_read_the_environment_are_refused(value):
 
 
 def test_your_packages_are_trusted_by_name_functions_too(tmp_path, monkeypatch):
-    (tmp_path / "labcode.py").write_text("import os\n\ndef make(): return 1\n\nclass Net: pass\n")
+    (tmp_path / "unitlab.py").write_text("import os\n\ndef make(): return 1\n\nclass Net: pass\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    config = {"a": {"_target_": "labcode.make"}, "b": {"_target_": "labcode.Net"}}
-    monkeypatch.setenv(trust.ENV, "labcode")
+    config = {"a": {"_target_": "unitlab.make"}, "b": {"_target_": "unitlab.Net"}}
+    monkeypatch.setenv(trust.ENV, "unitlab")
     trust.check(config, "RUN")
-    assert "defined in posix" in refusal({"c": {"_target_": "labcode.os.system"}})  # not theirs
+    assert "defined in posix" in refusal({"c": {"_target_": "unitlab.os.system"}})  # not theirs
     trust.allow_all(True)
     try:
         trust.check({"c": {"_target_": "os.system"}}, "RUN")  # --trust: the person's call
