@@ -14,7 +14,7 @@ from typing import Any
 
 from lightning_utilities.core.rank_zero import rank_zero_only  # the one both Lightning packages set
 
-from dlops.rundir import atomic
+from dlops.rundir import atomic, layout
 from dlops.tracking.tracker import ResumePoint, Tracker
 
 
@@ -46,7 +46,7 @@ class MetricsWriter:
     def __init__(self, log_dir: str, keep_rows: int | None = None) -> None:
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.metrics_file_path = str(self.log_dir / "metrics.csv")
+        self.metrics_file_path = str(self.log_dir / layout.METRICS_CSV.name)
         self.hparams: dict[str, Any] = {}
         self.metrics: list[dict[str, Any]] = []  # logged, not yet written
         header, rows = read_rows(Path(self.metrics_file_path))
@@ -61,7 +61,8 @@ class MetricsWriter:
 
         self.hparams.update(params)
         plain = json.loads(json.dumps(self.hparams, default=str))  # YAML of plain values only
-        atomic.write_bytes(self.log_dir / "hparams.yaml", yaml.safe_dump(plain, sort_keys=False).encode())
+        text = yaml.safe_dump(plain, sort_keys=False)
+        atomic.write_bytes(self.log_dir / layout.CSV_HPARAMS.name, text.encode())
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         row = {k: v.item() if hasattr(v, "item") else v for k, v in metrics.items()}

@@ -169,7 +169,7 @@ class MLFlowLogger(Tracker):
                          artifact_location=artifact_location, run_id=run_id)
         self.register_as = register_as
         self.tracking_uri = tracking_uri  # the store this run logs to (where each reader looks)
-        self.started = False  # whether `start` opened the MLflow run
+        self.started = False  # whether the MLflow run was opened (by `start` or by logging)
         self.resumed = run_id is not None
         self._earlier: tuple[set[tuple[str, int]], set[str]] | None = None
 
@@ -226,6 +226,7 @@ class MLFlowLogger(Tracker):
 
     @rank_zero_only
     def log_hyperparams(self, params: Any) -> None:
+        self.started = True
         params = flat_params(params)
         if self.resumed:  # MLflow refuses to change a param: a resumed run keeps its first values
             params = {k: v for k, v in params.items() if k not in self.earlier()[1]}
@@ -235,6 +236,7 @@ class MLFlowLogger(Tracker):
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         # MLflow cannot delete a point: the steps an earlier attempt logged after its last
         # checkpoint are kept, and the resumed attempt does not log them a second time
+        self.started = True
         if self.resumed:
             metrics = {k: v for k, v in metrics.items() if (k, step or 0) not in self.earlier()[0]}
         if metrics:
