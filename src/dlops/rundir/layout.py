@@ -14,6 +14,7 @@ HYDRA_RUNTIME = Path(HYDRA_DIR) / "hydra.yaml"
 CHECKPOINTS = "checkpoints"
 LAST_CHECKPOINT = Path(CHECKPOINTS) / "last.ckpt"
 METRICS_CSV = Path("csv") / "metrics.csv"
+CSV_HPARAMS = Path("csv") / "hparams.yaml"  # the config the CSV logger was given
 PLOTS = "plots"
 LEARNING_CURVES = Path(PLOTS) / "learning_curves.png"
 

@@ -1,20 +1,20 @@
 """CSV metrics that survive a crash and continue on resume: Lightning's CSVLogger, made safe.
 
 Lightning's writer deletes an existing `metrics.csv` and rewrites the header non-atomically.
-This one writes each row as it is logged, rewrites the file only through a temp file + rename,
-and on resume keeps exactly the rows that the checkpoint it resumes from had seen (`keep_rows`),
-so the resumed run appends without duplicated or missing epochs.
+dlops' writer (`MetricsWriter`) writes each row as it is logged, rewrites the file only through a
+temp file + rename, and on resume keeps exactly the rows that the checkpoint it resumes from had
+seen (`keep_rows`), so the resumed run appends without duplicated or missing epochs.
 """
 
 import csv
 import io
+import json
 from pathlib import Path
 from typing import Any
 
 from lightning_utilities.core.rank_zero import rank_zero_only  # the one both Lightning packages set
 
-from dlops.lightning import Adaptable
-from dlops.rundir import atomic
+from dlops.rundir import atomic, layout
 from dlops.tracking.tracker import ResumePoint, Tracker
 
 
@@ -36,31 +36,56 @@ def write_rows(path: Path, header: list[str], rows: list[dict[str, Any]]) -> Non
     atomic.write_bytes(path, text.getvalue().encode())
 
 
-class AppendingWriter(Adaptable):
-    """Keeps an existing metrics.csv (cut back to `keep_rows` rows) and appends to it."""
-
-    lightning_base = "loggers.csv_logs.ExperimentWriter"
+class MetricsWriter:
+    """What Lightning's CSVLogger writes through (`log_hparams`, `log_metrics`, `save`), made safe:
+    an existing metrics.csv is kept (cut back to `keep_rows` rows) and appended to, its header is
+    rewritten through a temp file and rename when a new metric appears, and hparams.yaml is
+    replaced whole. (Lightning's own writer deletes an existing metrics.csv and rewrites the header
+    in place; this one uses none of its private hooks.)"""
 
     def __init__(self, log_dir: str, keep_rows: int | None = None) -> None:
-        super().__init__(log_dir)
-        path = Path(self.metrics_file_path)
-        header, rows = read_rows(path)
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics_file_path = str(self.log_dir / layout.METRICS_CSV.name)
+        self.hparams: dict[str, Any] = {}
+        self.metrics: list[dict[str, Any]] = []  # logged, not yet written
+        header, rows = read_rows(Path(self.metrics_file_path))
         if keep_rows is not None and len(rows) > keep_rows:
             rows = rows[:keep_rows]
-            write_rows(path, header, rows)
+            write_rows(Path(self.metrics_file_path), header, rows)
         self.metrics_keys = sorted(header)
         self.rows = len(rows)
 
-    def _check_log_dir_exists(self) -> None:
-        pass  # Lightning deletes metrics.csv here; a run dir is never shared, so keep it
+    def log_hparams(self, params: dict[str, Any]) -> None:
+        import yaml
 
-    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
-        path = Path(self.metrics_file_path)
-        write_rows(path, fieldnames, read_rows(path)[1])
+        self.hparams.update(params)
+        plain = json.loads(json.dumps(self.hparams, default=str))  # YAML of plain values only
+        text = yaml.safe_dump(plain, sort_keys=False)
+        atomic.write_bytes(self.log_dir / layout.CSV_HPARAMS.name, text.encode())
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        row = {k: v.item() if hasattr(v, "item") else v for k, v in metrics.items()}
+        row["step"] = len(self.metrics) if step is None else step
+        self.metrics.append(row)
 
     def save(self) -> None:
+        if not self.metrics:
+            return
+        path = Path(self.metrics_file_path)
+        new = set().union(*self.metrics) - set(self.metrics_keys)
+        if new:
+            self.metrics_keys = sorted([*self.metrics_keys, *new])
+            if path.is_file():
+                write_rows(path, self.metrics_keys, read_rows(path)[1])
+        exists = path.is_file()
+        with open(path, "a" if exists else "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=self.metrics_keys)
+            if not exists:
+                writer.writeheader()
+            writer.writerows(self.metrics)
         self.rows += len(self.metrics)
-        super().save()
+        self.metrics = []
 
 
 class CSVLogger(Tracker):
@@ -76,6 +101,7 @@ class CSVLogger(Tracker):
                  keep_rows: int | None = None) -> None:
         super().__init__(save_dir, name=name, version=version, prefix=prefix, flush_logs_every_n_steps=1)
         self.keep_rows = keep_rows
+        self.writer: MetricsWriter | None = None
 
     @classmethod
     def continue_config(cls, node: Any, point: ResumePoint) -> None:
@@ -87,13 +113,12 @@ class CSVLogger(Tracker):
         return {"csv_rows": self.rows}
 
     @property
-    def experiment(self) -> AppendingWriter:
+    def experiment(self) -> MetricsWriter:
         if rank_zero_only.rank > 0:
             return super().experiment  # Lightning's stand-in, which writes nothing on ranks > 0
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = AppendingWriter(self.log_dir, self.keep_rows)
-        return self._experiment
+        if self.writer is None:
+            self.writer = MetricsWriter(self.log_dir, self.keep_rows)
+        return self.writer
 
     @property
     def rows(self) -> int:

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from lightning_fabric.utilities.logger import _convert_params, _flatten_dict
 from lightning_utilities.core.rank_zero import rank_zero_only  # the one both Lightning packages set
 
 from dlops.errors import ConfigError
@@ -128,6 +127,21 @@ def open_experiment(tracking_uri: str, name: str, artifact_location: str | None)
     return found.experiment_id
 
 
+def flat_params(params: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested hyperparameters as MLflow params named `model/optimizer/lr`, the names Lightning's
+    MLFlowLogger gives them (a resumed run compares its params with those by name)."""
+    if not isinstance(params, Mapping):
+        params = vars(params) if hasattr(params, "__dict__") else {"value": params}  # a Namespace
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):  # an empty one leaves no param, as in Lightning
+            flat.update(flat_params(value, f"{name}/"))
+        else:
+            flat[name] = value
+    return flat
+
+
 class MLFlowLogger(Tracker):
     """One MLflow run per dlops run, in experiment `experiment_name` of the store at `tracking_uri`.
 
@@ -154,6 +168,8 @@ class MLFlowLogger(Tracker):
                          tracking_uri=tracking_uri, tags=tag_values(tags), log_model=log_checkpoints,
                          artifact_location=artifact_location, run_id=run_id)
         self.register_as = register_as
+        self.tracking_uri = tracking_uri  # the store this run logs to (where each reader looks)
+        self.started = False  # whether the MLflow run was opened (by `start` or by logging)
         self.resumed = run_id is not None
         self._earlier: tuple[set[tuple[str, int]], set[str]] | None = None
 
@@ -186,6 +202,7 @@ class MLFlowLogger(Tracker):
     @rank_zero_only
     def start(self, summary: dict[str, Any]) -> None:
         client, run_id = self.experiment, self.run_id
+        self.started = True
         if self.resumed:
             client.update_run(run_id, status="RUNNING")
         tags = {"dlops.run_dir": summary["run_dir"], "dlops.overrides": " ".join(summary["overrides"]),
@@ -201,15 +218,16 @@ class MLFlowLogger(Tracker):
         if config_dir.is_dir():
             client.log_artifacts(run_id, str(config_dir), "hydra")
         source = self.source
-        if self.resumed and (summary.get("mlflow") or {}).get("tracking_uri") == self._tracking_uri:
+        if self.resumed and (summary.get("mlflow") or {}).get("tracking_uri") == self.tracking_uri:
             source = summary["mlflow"].get("tracking_uri_from", source)  # chosen by the first attempt
-        summary["mlflow"] = {"tracking_uri": self._tracking_uri, "tracking_uri_from": source,
+        summary["mlflow"] = {"tracking_uri": self.tracking_uri, "tracking_uri_from": source,
                              "run_id": run_id, "experiment_id": self.experiment_id}
-        log.info("MLflow logs to %s (from %s), run %s", self._tracking_uri, source, run_id)
+        log.info("MLflow logs to %s (from %s), run %s", self.tracking_uri, source, run_id)
 
     @rank_zero_only
     def log_hyperparams(self, params: Any) -> None:
-        params = _flatten_dict(_convert_params(params))
+        self.started = True
+        params = flat_params(params)
         if self.resumed:  # MLflow refuses to change a param: a resumed run keeps its first values
             params = {k: v for k, v in params.items() if k not in self.earlier()[1]}
         super().log_hyperparams(params)
@@ -218,6 +236,7 @@ class MLFlowLogger(Tracker):
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         # MLflow cannot delete a point: the steps an earlier attempt logged after its last
         # checkpoint are kept, and the resumed attempt does not log them a second time
+        self.started = True
         if self.resumed:
             metrics = {k: v for k, v in metrics.items() if (k, step or 0) not in self.earlier()[0]}
         if metrics:
@@ -233,8 +252,5 @@ class MLFlowLogger(Tracker):
 
     @rank_zero_only
     def finish(self, status: str, best: float | None) -> None:
-        if not self._initialized:
-            return  # the run never started
-        if self._checkpoint_callback is not None:  # log_checkpoints: the best checkpoint(s)
-            self._scan_and_log_checkpoints(self._checkpoint_callback)
-        self.experiment.set_terminated(self.run_id, RUN_STATUS.get(status, "FAILED"))
+        if self.started:  # Lightning's own end of the run: log_checkpoints uploads, then the status
+            super().finalize(RUN_STATUS.get(status, "FAILED"))
