@@ -79,9 +79,14 @@ def check_run(args: argparse.Namespace) -> None:
     trusted, before the model is built; with --trust, say what will be built."""
     from omegaconf import OmegaConf
 
+    import os
+
     from dlops.inference import trust
     from dlops.inference.restore import check_run_dir, compose_run_config, find_checkpoint
 
+    # the user's modules in the current folder, as `dlops train` finds them (trust still decides
+    # which of the config's classes may be built)
+    sys.path.insert(0, os.getcwd())
     trust.allow_all(args.trust)
     run_dir = check_run_dir(args.run_dir)
     find_checkpoint(run_dir, args.ckpt)
