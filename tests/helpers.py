@@ -5,6 +5,7 @@ import csv
 import gzip
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -33,6 +34,25 @@ def fast(epochs: int | str = 2) -> list[str]:
     epochs of real training on the bundled digits, with validation, checkpoints and test as in any
     run. Tests of plumbing alone use the product's own smoke config, `debug=fast` (one batch)."""
     return [f"trainer.max_epochs={epochs}", "datamodule.batch_size=256"]
+
+
+# the warnings a run may print: each asks the user to do something (dlops' own say how)
+ASKING = (
+    "the run completed, but its monitored metric",  # lower model.optimizer.lr or check the data
+    "hold their content only in the alpha channel",  # an image folder's glyphs: check the images
+)
+
+
+def warning_lines(output: str) -> list[str]:
+    """The warnings in a run's output: Python's and Lightning's (`file.py:12: ...`), logging's
+    `[WARNING]` lines, anything naming a `...Warning`."""
+    return [line for line in output.splitlines()
+            if re.search(r"\.py:\d+: |\[WARNING\]|[a-z]Warning\b", line)]
+
+
+def unasked_warnings(output: str) -> list[str]:
+    """Warnings that ask nothing of the user: any not in ASKING."""
+    return [line for line in warning_lines(output) if not any(asks in line for asks in ASKING)]
 
 
 def clean_env(**extra: str) -> dict[str, str]:

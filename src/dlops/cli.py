@@ -79,9 +79,14 @@ def check_run(args: argparse.Namespace) -> None:
     trusted, before the model is built; with --trust, say what will be built."""
     from omegaconf import OmegaConf
 
+    import os
+
     from dlops.inference import trust
     from dlops.inference.restore import check_run_dir, compose_run_config, find_checkpoint
 
+    # the user's modules in the current folder, as `dlops train` finds them (trust still decides
+    # which of the config's classes may be built)
+    sys.path.insert(0, os.getcwd())
     trust.allow_all(args.trust)
     run_dir = check_run_dir(args.run_dir)
     find_checkpoint(run_dir, args.ckpt)
@@ -141,6 +146,7 @@ def check_out(out: str | None, run_dir: str, force: bool) -> None:
 
 def evaluate(args: argparse.Namespace) -> None:
     check_run(args)
+    progress("eval", f"loading {args.run_dir}: torch, Lightning, the model and the data")
     from dlops.inference.evaluate import evaluate_run, print_table
 
     print_table(evaluate_run(args.run_dir, args.ckpt, args.overrides))
@@ -150,6 +156,7 @@ def predict(args: argparse.Namespace) -> None:
     check_inputs(args.inputs)
     check_out(args.out, args.run_dir, args.force)
     check_run(args)
+    progress("predict", f"loading {args.run_dir}: torch, Lightning and the model")
     from dlops.inference.predict import predict_run
 
     out = predict_run(args.run_dir, args.inputs, args.ckpt, args.out)
@@ -157,21 +164,21 @@ def predict(args: argparse.Namespace) -> None:
         print(f"wrote {out}")
 
 
-def export(args: argparse.Namespace) -> None:
-    import json
+def progress(command: str, line: str) -> None:
+    """A line saying what a command is doing now, on stderr (stdout keeps its results)."""
+    print(f"dlops {command}: {line}", file=sys.stderr, flush=True)
 
+
+def export(args: argparse.Namespace) -> None:
     check_run(args)
     from dlops.extras import require
 
     require("export", "dlops export")
-    from dlops.inference.export import export_run, log_run_export
+    progress("export", f"loading {args.run_dir}: torch, Lightning, the model and its data")
+    from dlops.inference.export import describe_export, export_run, log_run_export, summary_entry
 
-    model_json, cfg = export_run(args.run_dir, args.ckpt, args.format)
-    info = json.loads(model_json.read_text())
-    checks = ", ".join(f"batch {c['batch_size']}: max abs diff {c['max_abs_diff']:.2e}"
-                       for c in info["verification"]["batches"])
-    print(f"wrote {args.run_dir}/export/model.onnx and model.json (opset {info['opset']}; verified "
-          f"against torch, argmax agrees, {checks})")
+    model_json, cfg = export_run(args.run_dir, args.ckpt, args.format, lambda line: progress("export", line))
+    print(f"{args.run_dir}: {describe_export(summary_entry(model_json, model_json.parent.parent))}")
     for line in log_run_export(model_json.parent.parent, cfg):
         print(line)
 

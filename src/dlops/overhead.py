@@ -5,7 +5,6 @@ model whose compute is negligible, so that what remains is framework overhead).
 """
 
 import contextlib
-import logging
 import os
 import sys
 from typing import Any
@@ -56,28 +55,3 @@ def trainer_speedups(trainer_cfg: Any, callbacks: list) -> tuple[list, dict[str,
         callbacks = [c for c in callbacks if not isinstance(c, lightning.module("callbacks").ProgressBar)]
         extra["enable_progress_bar"] = False
     return callbacks, extra
-
-
-def _not_an_advert(record: logging.LogRecord) -> bool:
-    return "Tip: For seamless cloud logging" not in record.getMessage()
-
-
-def quiet_lightning() -> None:
-    """Silence lines Lightning prints in every run that say nothing about it: an advert for its
-    cloud logger, a deprecation inside Lightning itself, and, on any machine with SLURM installed,
-    a hint to start the run with `srun` (dlops submits to SLURM with hydra/launcher=submitit_slurm,
-    whose jobs Lightning recognises). And `import lightning` gives its logger a console handler of
-    its own, so each of its lines would print twice: the run's logging (console and train.log)
-    shows them once. Call it once the run's Lightning package is chosen (see dlops.lightning)."""
-    import warnings
-
-    lightning.module()  # imported now, so that its logging set-up is undone below
-    if "lightning" in sys.modules:
-        console = logging.getLogger("lightning")
-        for handler in [h for h in console.handlers if type(h) is logging.StreamHandler]:
-            console.removeHandler(handler)
-
-    for package in lightning.PACKAGES:  # added once: a filter object is kept only once
-        logging.getLogger(f"{package}.utilities.rank_zero").addFilter(_not_an_advert)
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")

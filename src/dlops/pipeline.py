@@ -50,6 +50,7 @@ def train_locked(cfg: DictConfig, run_dir: Path) -> float | None:
     """`train` for rank 0, holding the run dir's lock."""
     checkpoint, summary = None, None
     if cfg.get("resume"):
+        say_starting("resuming", run_dir)
         from dlops.lifecycle.resume import plan
 
         try:
@@ -62,6 +63,8 @@ def train_locked(cfg: DictConfig, run_dir: Path) -> float | None:
         cfg, checkpoint, summary = resumed.cfg, resumed.checkpoint, resumed.summary
     elif problem := existing_run(run_dir):  # e.g. hydra.run.dir=<an old run>: never overwrite it
         return refuse(ConfigError(problem), run_dir, current_sweep_dir())
+    else:
+        say_starting("starting", run_dir)
     summary = summary or start_summary(cfg, run_dir)
     run_summary.write(run_dir, summary)
     signals.install()
@@ -77,6 +80,14 @@ def train_locked(cfg: DictConfig, run_dir: Path) -> float | None:
     return objective
 
 
+def say_starting(what: str, run_dir: Path) -> None:
+    """The run's first line, before torch, Lightning and the data load (seconds; 20 on a busy
+    2-core machine): what starts, and where (relative to the current folder when inside it)."""
+    shown = run_dir.resolve().relative_to(Path.cwd()) if run_dir.resolve().is_relative_to(Path.cwd()) \
+        else run_dir
+    log.info("%s %s; loading torch and Lightning", what, shown)
+
+
 def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
                  checkpoint: str | None = None) -> float | None:
     """Instantiate everything from the config, fit (from `checkpoint` when resuming), test the
@@ -88,7 +99,8 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
     from dlops.lifecycle.checkpoints import AtomicCheckpointIO
     from dlops.lifecycle.provenance import code_provenance
     from dlops.models.summary import show_model_summary
-    from dlops.overhead import quiet_lightning, skip_gpu_probes, trainer_speedups
+    from dlops.overhead import skip_gpu_probes, trainer_speedups
+    from dlops.quiet import log_interval_within_epoch, quiet_run
     from dlops.readers.curves import METRICS_CSV, plot_learning_curves
     from dlops.rundir.metrics import resolve_mode
     from dlops.tracking.loggers import finish, log_config, log_exports, record_trackers
@@ -97,9 +109,11 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
     # mode=auto becomes min or max from the monitor's name, before anything trains
     summary["mode"] = cfg.mode = resolve_mode(cfg.monitor, cfg.get("mode"))
     summary["lightning"] = use_lightning_of(cfg)  # lightning.pytorch or pytorch_lightning
-    quiet_lightning()
+    quiet_run(bool(cfg.get("verbose")))
     lightning.module().seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
+    if not cfg.get("verbose") and "log_every_n_steps" not in cfg.trainer:
+        log_interval_within_epoch(datamodule)
     model = build_model(cfg, datamodule)
     show_model_summary(model)
     summary["parameters"] = sum(p.numel() for p in model.parameters())
@@ -119,10 +133,12 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
         record_trackers(loggers, summary)
         log_config(loggers, cfg, parameters=summary["parameters"], seed=cfg.seed, tags=summary["tags"])
         objective = fit_then_test(cfg, trainer, model, datamodule, run_dir, summary, checkpoint)
+        log_profile_reports(trainer.profiler, run_dir)
         if cfg.get("export") and is_rank_zero():  # export=onnx: RUN/export/, verified against torch
             from dlops.inference.export import export_after_training
 
-            export_after_training(cfg, model, datamodule, run_dir, summary["best_checkpoint"])
+            best = summary["best_checkpoint"]
+            summary["export"] = export_after_training(cfg, model, datamodule, run_dir, best)
             for line in log_exports(cfg, summary, run_dir):  # e.g. the model in the MLflow run
                 log.info(line)
         status = "completed"
@@ -160,6 +176,16 @@ def fit_then_test(cfg: DictConfig, trainer: Any, model: Any, datamodule: Any, ru
         return best_score
     last = summary["last_metrics"].get(cfg.monitor)
     return None if last is None else float(last)
+
+
+def log_profile_reports(profiler: Any, run_dir: Path) -> None:
+    """Say where a profiler configured with a folder and a file name (`debug=profile`) wrote its
+    reports: Lightning names them `<stage>-<filename>.txt` and says nothing."""
+    folder, name = getattr(profiler, "dirpath", None), getattr(profiler, "filename", None)
+    reports = sorted(Path(folder).glob(f"*-{name}*.txt")) if folder and name and is_rank_zero() else []
+    if reports:
+        shown = [str(p.relative_to(run_dir)) if p.is_relative_to(run_dir) else str(p) for p in reports]
+        log.info("profiler reports: %s", ", ".join(shown))
 
 
 def group_choices() -> dict[str, Any]:

@@ -71,6 +71,7 @@ SCHEMA: dict[str, Rule] = {
     "name": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
     "seed": integer(0, 2**32 - 1),
     "test": BOOLEAN,
+    "verbose": BOOLEAN,
     # any metric the model logs; one it never logs stops the run after its first validated epoch
     "monitor": (lambda v: isinstance(v, str) and v.strip() != "", "the name of a logged metric"),
     # auto: min for loss-like names, max for accuracy-like ones (dlops.rundir.metrics.infer_mode)

@@ -1,5 +1,6 @@
 """Resume after a crash, through `python train.py`: SIGKILL, SIGTERM and SIGINT mid-run, then `resume=`."""
 
+import re
 import signal
 from pathlib import Path
 
@@ -60,7 +61,11 @@ def test_sigkill_after_epoch_3_then_resume_completes_with_each_row_once(tmp_path
     assert info["best_metric"] == pytest.approx(val_loss[best_epoch])  # best over all epochs
     assert info["best_checkpoint"].startswith(f"checkpoints/epoch={best_epoch}-")
     assert (run_dir / info["best_checkpoint"]).is_file()
-    assert "(attempt 2) from checkpoints/last.ckpt (epoch" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "(attempt 2) from checkpoints/last.ckpt (epoch" in output
+    # the end line: this attempt's time, then all attempts' (summary.json's duration_s)
+    took = re.search(r"completed in ([\d.]+)s \(([\d.]+)s in 2 attempts\) after 10 epochs: ", output)
+    assert took and float(took[1]) < float(took[2]) == pytest.approx(info["duration_s"], abs=0.05)
 
 
 @pytest.mark.slow
@@ -128,7 +133,8 @@ def test_completed_run_says_so_and_can_be_extended(tmp_path):
              if p.is_file() and p.name not in ("train.log", ".dlops.lock")}
 
     result = train(tmp_path, f"resume={run_dir}")
-    assert "already completed (1 epochs" in result.stdout + result.stderr
+    # one epoch, and the best value with 4 digits as on every other line
+    assert re.search(r"already completed \(1 epoch, best val_loss=\d\.\d{4}\)", result.stdout + result.stderr)
     assert {p: p.read_bytes() for p in files} == files  # nothing touched
 
     refused = train(tmp_path, f"resume={run_dir}", "model.optimizer.lr=0.1", check=False)

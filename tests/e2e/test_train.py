@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from helpers import TRAIN, clean_env, fast, run_dirs, summary, train, write_idx
+from helpers import TRAIN, clean_env, fast, run_dirs, summary, train, unasked_warnings, write_idx
 
 from dlops.cli import main as dlops
 
@@ -29,6 +29,7 @@ def test_default_run_trains_offline_to_97_percent(tmp_path):
     # output to a pipe, not a terminal: no progress bar, a line per epoch instead; no noise
     assert "it/s]" not in output and "epoch 9/9: " in output  # epochs 0..9, as Lightning numbers them
     assert "Tip:" not in output and "LeafSpec" not in output and "srun" not in output  # (CI has SLURM)
+    assert unasked_warnings(output) == []  # no warning that asks nothing of the user
     assert run_dir.parent.parent.name == "outputs"  # outputs/<date>/<time>
     info = summary(run_dir)
     assert info["status"] == "completed" and info["epochs_completed"] == 10

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from dlops.errors import ConfigError
+from dlops.lifecycle.ddp import all_gather
 from dlops.lightning import Adaptable
 from dlops.rundir import summary as run_summary
 
@@ -94,7 +95,7 @@ class MonitorCheck(Adaptable):
             return
         self.compared_at_step = trainer.global_step
         mine = value.detach().float().reshape(1).to(pl_module.device)
-        values = trainer.strategy.all_gather(mine).flatten().cpu()  # every process calls this hook
+        values = all_gather(mine).cpu()  # every process calls this hook
         if not torch.isclose(values, values[0], rtol=0, atol=0, equal_nan=True).all():
             shown = ", ".join(f"rank {rank}: {v:.6g}" for rank, v in enumerate(values.tolist()))
             raise ConfigError(

@@ -34,7 +34,7 @@ def test_trainer(cfg: Any, out_dir: Path) -> Any:
     from dlops import lightning
 
     trainer_cfg = OmegaConf.masked_copy(cfg, ["trainer"]).trainer
-    for key in ("strategy", "num_nodes", "callbacks", "logger", "plugins"):
+    for key in ("strategy", "num_nodes", "callbacks", "logger", "plugins", "profiler"):
         trainer_cfg.pop(key, None)
     return instantiate(lightning.for_run(trainer_cfg), devices=1, logger=False, callbacks=[],
                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -46,7 +46,7 @@ def evaluate_run(run_dir: str | Path, ckpt: str = "best", overrides: list[str] |
     from dlops import lightning
     from dlops.build import build_datamodule
     from dlops.callbacks.progress import scalar_metrics
-    from dlops.overhead import quiet_lightning
+    from dlops.quiet import quiet_run
     from dlops.rundir.summary import now, package_versions
 
     overrides = list(overrides or [])
@@ -56,7 +56,7 @@ def evaluate_run(run_dir: str | Path, ckpt: str = "best", overrides: list[str] |
         cfg = compose_run_config(restored.run_dir, overrides)
         datamodule = build_datamodule(cfg, "test")
         check_same_classes(restored.model, datamodule)
-    quiet_lightning()
+    quiet_run()
     for package in lightning.PACKAGES:
         logging.getLogger(package).setLevel(logging.WARNING)
     lightning.module().seed_everything(cfg.get("seed", 0), verbose=False)

@@ -9,8 +9,11 @@ unverified model.
 """
 
 import errno
+import json
+import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,8 @@ from dlops.inference.classify import ClassProbabilities, is_classifier, is_image
 from dlops.inference.restore import load_weights, relative_to_run, restore, sha256
 from dlops.rundir import atomic, layout
 from dlops.serve.images import FILE_FORMATS, SERVED_FORMATS, decoder_info
+
+log = logging.getLogger(__name__)
 
 OPSET = 18
 TOLERANCE = 1e-4  # max abs difference of outputs allowed between onnxruntime and torch
@@ -168,8 +173,10 @@ def remove_stale_temp_dirs(export_dir: Path) -> None:
                 shutil.rmtree(folder, ignore_errors=True)
 
 
-def export_model(model: Any, datamodule: Any, run_dir: Path, checkpoint: Path) -> Path:
-    """Export `model` with the weights of `checkpoint` into RUN/export/, verified; return model.json."""
+def export_model(model: Any, datamodule: Any, run_dir: Path, checkpoint: Path,
+                 say: Callable[[str], None] = log.info) -> Path:
+    """Export `model` with the weights of `checkpoint` into RUN/export/, verified; return model.json.
+    `say` gets a line as each stage starts (the export, the check)."""
     import onnx
     import onnxruntime
 
@@ -195,7 +202,11 @@ def export_model(model: Any, datamodule: Any, run_dir: Path, checkpoint: Path) -
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
+        say(f"exporting {type(model).__name__} ({relative_to_run(checkpoint, run_dir)}) to ONNX, opset "
+            f"{OPSET}, with torch's exporter")
         to_onnx(net, example, tmp / "model.onnx", names)
+        say(f"verifying model.onnx against torch with onnxruntime at batch sizes "
+            f"{' and '.join(map(str, BATCHES))} ({source})")
         check = verify(tmp / "model.onnx", net, inputs, source)
         if not check["passed"]:
             raise ConfigError(f"the ONNX model of {type(model).__name__} does not match torch within "
@@ -222,14 +233,33 @@ def export_model(model: Any, datamodule: Any, run_dir: Path, checkpoint: Path) -
     return run_dir / layout.EXPORT_INFO
 
 
-def export_run(run_dir: str | Path, ckpt: str = "best", fmt: str = "onnx") -> tuple[Path, Any]:
+def export_run(run_dir: str | Path, ckpt: str = "best", fmt: str = "onnx",
+               say: Callable[[str], None] = log.info) -> tuple[Path, Any]:
     """`dlops export`: restore the run with checkpoint `ckpt` and export it; model.json and the
     run's config (which says where `log_run_export` logs the model)."""
     if fmt != "onnx":
         raise ConfigError(f"--format {fmt}: only onnx is supported.")
     restored = restore(run_dir, ckpt)
-    info = export_model(restored.model, restored.datamodule, restored.run_dir, restored.checkpoint)
+    info = export_model(restored.model, restored.datamodule, restored.run_dir, restored.checkpoint, say)
     return info, restored.cfg
+
+
+def summary_entry(model_json: Path, run_dir: Path) -> dict[str, Any]:
+    """summary.json's `export`: where the export is, from what, and the check it passed."""
+    info = json.loads(model_json.read_text())  # the one export_model has just written
+    return {"format": info["format"], "path": relative_to_run(model_json.parent / info["file"], run_dir),
+            "model_json": relative_to_run(model_json, run_dir), "opset": info["opset"],
+            "source_checkpoint": info["source_checkpoint"]["path"], "verification": info["verification"]}
+
+
+def describe_export(entry: dict[str, Any]) -> str:
+    """One line for an export (a `summary_entry`): where it went and how it was verified."""
+    check = entry["verification"]
+    diffs = ", ".join(f"batch {c['batch_size']}: max abs diff {c['max_abs_diff']:.2e}"
+                      for c in check["batches"])
+    return (f"exported {entry['source_checkpoint']} to {entry['path']} and {entry['model_json']} (opset "
+            f"{entry['opset']}); verified against torch within {check['tolerance']:g}, argmax agrees: "
+            f"{diffs}")
 
 
 def log_run_export(run_dir: Path, cfg: Any) -> list[str]:
@@ -241,12 +271,17 @@ def log_run_export(run_dir: Path, cfg: Any) -> list[str]:
     return log_exports(cfg, run_summary.read(run_dir) or {}, run_dir)
 
 
-def export_after_training(cfg: Any, model: Any, datamodule: Any, run_dir: Path, best: str | None) -> None:
-    """The `export=onnx` option: export the run's best (or last) checkpoint when training ends."""
+def export_after_training(cfg: Any, model: Any, datamodule: Any, run_dir: Path,
+                          best: str | None) -> dict[str, Any]:
+    """The `export=onnx` option: export the run's best (or last) checkpoint when training ends;
+    its summary entry (see `summary_entry`), also said in the log."""
     from dlops.inference.restore import find_checkpoint
 
     fmt, which = cfg.export.get("format", "onnx"), cfg.export.get("ckpt", "best")
     if fmt != "onnx":
         raise ConfigError(f"export.format={fmt}: only onnx is supported.")
     checkpoint = run_dir / best if which == "best" and best else find_checkpoint(run_dir, "last")
-    export_model(model, datamodule, run_dir.resolve(), checkpoint.resolve())
+    model_json = export_model(model, datamodule, run_dir.resolve(), checkpoint.resolve())
+    entry = summary_entry(model_json, run_dir.resolve())
+    log.info(describe_export(entry))
+    return entry

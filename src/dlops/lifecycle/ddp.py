@@ -107,3 +107,15 @@ def train_other_rank(cfg: DictConfig, run_dir: Path) -> None:
             raise  # unexpected, maybe in this rank only: Lightning then stops every rank
         log.error("rank > 0 stopped, rank 0 records why: %s", user_message(exc))
     return None  # exit 0, or Lightning would kill rank 0 before it records the run
+
+
+def all_gather(tensor: Any) -> Any:
+    """Every process's `tensor` (the same shape on each), concatenated in rank order, through
+    torch.distributed's own collective: Lightning's `all_gather` calls one that torch deprecates,
+    with a warning each time."""
+    import torch
+    import torch.distributed as dist
+
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)

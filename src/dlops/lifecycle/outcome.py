@@ -43,11 +43,22 @@ def outcome_metrics(summary: dict[str, Any]) -> str:
                      if k == monitor or stage(k) in ("val", "test"))
 
 
+def took(summary: dict[str, Any]) -> str:
+    """How long this attempt ran (`60.0s`), and for a resumed run all attempts together
+    (`60.0s (138.8s in 3 attempts)`)."""
+    attempts = summary.get("attempts") or []
+    total = summary["duration_s"]
+    if len(attempts) < 2:
+        return f"{total:.1f}s"
+    this = total - sum(a.get("duration_s") or 0.0 for a in attempts[:-1])
+    return f"{this:.1f}s ({total:.1f}s in {len(attempts)} attempts)"
+
+
 def log_outcome(summary: dict[str, Any], run_dir: Path) -> None:
     """Log the run's outcome in a few lines."""
     shown = outcome_metrics(summary)
-    log.info("completed in %.1fs after %s epochs: %s", summary["duration_s"],
-             summary["epochs_completed"], shown)
+    epochs = summary["epochs_completed"]
+    log.info("completed in %s after %s epoch%s: %s", took(summary), epochs, "" if epochs == 1 else "s", shown)
     best = summary["best_metric"]
     log.info("best %s=%s, checkpoint %s", summary["monitor"], best if best is None else f"{best:.4f}",
              summary["best_checkpoint"])

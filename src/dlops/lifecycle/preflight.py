@@ -1,7 +1,12 @@
 """Before a run or a sweep creates anything: stop with one message when the composed config
 chooses a feature whose extra is not installed (logger=mlflow, hparams_search=..., export=onnx,
-experiment=diabetes, ...). A Hydra callback (`hydra.callbacks.extras` in conf/hydra/default.yaml)."""
+experiment=diabetes, ...), or names a class in a module that cannot be found from here (a
+`mine.Points` of yours, started from another folder). A Hydra callback (`hydra.callbacks.extras`
+in conf/hydra/default.yaml)."""
 
+import importlib.util
+import os
+import sys
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -53,8 +58,33 @@ class CheckExtras(Callback):
         _stop_if_missing(config)
 
 
+def unfound_modules(cfg: DictConfig) -> list[tuple[str, str]]:
+    """`(key path, _target_)` of each `_target_` whose top-level module cannot be found on this
+    process's import path (found without importing anything). Extras are `needs`' to name."""
+    tree = OmegaConf.to_container(cfg, resolve=False)
+    tree.pop("hydra", None)
+    unfound = []
+    for path, target in targets(tree):
+        top = target.split(".")[0]
+        if "${" not in target and "." in target and not extras.extra_of(top) \
+                and importlib.util.find_spec(top) is None:
+            unfound.append((path, target))
+    return unfound
+
+
 def _stop_if_missing(config: DictConfig) -> None:
     from dlops.lifecycle.argv import COMMAND
 
     if text := extras.message(needs(config)):
         raise SystemExit(f"{COMMAND}: error: {text}")
+    if unfound := unfound_modules(config):
+        path, target = unfound[0]
+        module = target.split(".")[0]
+        here = os.getcwd()
+        searched = f"the current folder {here}" if {"", here} & set(sys.path) else sys.path[0]
+        start = f"start {COMMAND} from the folder that holds {module}.py (or its package {module}/), " \
+            if {"", here} & set(sys.path) else ""
+        raise SystemExit(
+            f"{COMMAND}: error: {path}._target_ is {target}, but no module named {module} can be "
+            f"imported here (searched {searched}, PYTHONPATH and the installed packages): {start}"
+            f"install its package, or add its folder to PYTHONPATH. Nothing was written.")

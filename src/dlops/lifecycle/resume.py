@@ -42,7 +42,7 @@ from dlops.tracking.tracker import ResumePoint
 log = logging.getLogger(__name__)
 # the only overrides that resume accepts: they extend a run or change how it reports, not what it is
 RESUMABLE_KEYS = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "test",
-                  "checkpoint_every_n_steps")
+                  "checkpoint_every_n_steps", "verbose")
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 LAST_CHECKPOINT = layout.LAST_CHECKPOINT
 
@@ -245,8 +245,11 @@ def plan(cfg: DictConfig, run_dir: Path) -> Plan:
         raise ConfigError(f"{run_dir} diverged (training loss not finite); resuming would diverge again. "
                           "Start a new run, e.g. with a lower model.optimizer.lr.")
     if status == "completed" and not _extended(new, original):
-        return Plan(done=f"{run_dir} already completed ({old.get('epochs_completed')} epochs, best "
-                         f"{old.get('monitor')}={old.get('best_metric')}); nothing to resume. To train it "
+        best = old.get("best_metric")
+        best = f"{best:.4f}" if isinstance(best, float) else best  # 4 digits, as every line shows it
+        epochs = old.get("epochs_completed")
+        return Plan(done=f"{run_dir} already completed ({epochs} epoch{'' if epochs == 1 else 's'}, best "
+                         f"{old.get('monitor')}={best}); nothing to resume. To train it "
                          f"longer: {continue_command(run_dir)} trainer.max_epochs=N",
                     objective=old.get("best_metric"))
     from dlops.validate import validate

@@ -157,7 +157,9 @@ class Classifier(Adaptable):
                 f"training loss is {metrics['train_loss']} in epoch {self.current_epoch}: the run "
                 f"diverged. Lower model.optimizer.lr or check the data."
             )
-        self.log_dict(metrics, logger=False)  # for checkpoint, early stopping and progress bar
+        # for checkpoint, early stopping and progress bar; the totals are every process's already,
+        # so sync_dist only tells Lightning so (else it warns under DDP, once per metric)
+        self.log_dict(metrics, logger=False, sync_dist=True)
         # Written to the trackers now rather than after the epoch-end hooks, as Lightning would:
         # the checkpoint saved at this epoch's end then follows every row of the epoch, which
         # lets a resumed run append exactly the rows after it.
@@ -195,15 +197,17 @@ class Classifier(Adaptable):
         labels = torch.cat([out[1] for out in self.outputs[stage]])
         self.outputs[stage].clear()
         if self.trainer.world_size > 1:
-            logits, labels = (self.all_gather(t).flatten(0, 1) for t in (logits, labels))
+            from dlops.lifecycle.ddp import all_gather
+
+            logits, labels = all_gather(logits), all_gather(labels)
         probs = self.probabilities(logits)
         task = "binary" if self.binary else "multiclass"
         n = self.hparams.num_classes
-        self.log_dict({
+        self.log_dict({  # the same on every process (gathered above): sync_dist, as for training's
             f"{stage}_loss": self._loss(logits, labels),
             f"{stage}_acc": accuracy(probs, labels, task=task, num_classes=n),
             f"{stage}_auroc": auroc(probs, labels, task=task, num_classes=n),
-        })
+        }, sync_dist=True)
         return probs.detach().cpu(), labels.cpu()
 
     def configure_optimizers(self) -> Any:
