@@ -55,6 +55,12 @@ def unasked_warnings(output: str) -> list[str]:
     return [line for line in warning_lines(output) if not any(asks in line for asks in ASKING)]
 
 
+def error_of(command: str, output: str) -> str:
+    """A `dlops COMMAND` output less the lines that said what it was doing before it failed
+    (`dlops eval: loading RUN: ...`): the error message, which should start the rest."""
+    return re.sub(rf"\A(dlops {command}: (?!error:).*\n)+", "", output.strip())
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment for a child run: no GPU, no tracker credentials, no Lightning seed left by a
     test that ran Lightning in this process, our code first."""

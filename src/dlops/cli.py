@@ -1,6 +1,7 @@
 """The `dlops` command: tools around runs (`dlops --help` lists them)."""
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -9,8 +10,6 @@ from dlops import __version__
 
 def train(args: list[str]) -> int:
     """`dlops train ...`: everything after `train` goes to the training entry (dlops/launch.py)."""
-    import os
-
     from dlops.launch import run
 
     sys.path.insert(0, os.getcwd())  # the user's modules in the current folder, as `python -m` finds them
@@ -78,8 +77,6 @@ def check_run(args: argparse.Namespace) -> None:
     """Refuse a dir that is not a run, a missing checkpoint, or a config naming code that is not
     trusted, before the model is built; with --trust, say what will be built."""
     from omegaconf import OmegaConf
-
-    import os
 
     from dlops.inference import trust
     from dlops.inference.restore import check_run_dir, compose_run_config, find_checkpoint
@@ -330,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "them); repeat: all must hold, several values of one key: any")
     rep.add_argument("--group-by", action="append", metavar="KEYS",
                      help="show mean ± std per group of these override keys (comma-separated); "
-                     "without it, runs are grouped by every varying override except seed")
+                     "without it, runs are grouped by every varying override except seed, "
+                     "name and tags")
     rep.add_argument("--format", choices=["table", "csv", "md", "json"], default="table",
                      help="table (terminal, default), csv, md (Markdown) or json")
     rep.add_argument("--curves", metavar="DIR", help="write one learning-curve PNG per metric here")

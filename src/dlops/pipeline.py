@@ -118,13 +118,14 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
     show_model_summary(model)
     summary["parameters"] = sum(p.numel() for p in model.parameters())
     summary["code"] = code_provenance(model, datamodule)
-    summary["config"] = run_summary.flat_config(OmegaConf.to_container(cfg, resolve=True), group_choices())
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    summary["config"] = run_summary.flat_config(resolved, group_choices())
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     callbacks = build_callbacks(cfg, run_dir, summary, loggers)
     callbacks, speedups = trainer_speedups(cfg.trainer, callbacks)
     # what built each hyperparameter that is not plain data (a template-style module's net):
     # stored in checkpoints in its place
-    built_from = {node: OmegaConf.to_container(cfg[node], resolve=True) for node in ("model", "datamodule")}
+    built_from = {node: resolved[node] for node in ("model", "datamodule")}
     status, objective = "failed", None
     try:
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,

@@ -21,13 +21,12 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
-from helpers import Server, clean_env, fast, run_dirs, summary, train
+from helpers import Server, clean_env, error_of, fast, run_dirs, summary, train
 from PIL import Image
 
 from dlops.cli import main
 from dlops.data.export import write_image_folder
 
-pytestmark = pytest.mark.slow
 KINDS = {("mlp", "3"): "mlp-binary", ("mlp", "null"): "mlp-ten", ("cnn", "3"): "cnn-binary",
          ("cnn", "null"): "cnn-ten"}
 
@@ -50,8 +49,9 @@ def fails(capsys: pytest.CaptureFixture, *args: str) -> str:
         code = main(list(args))
         output = "".join(capsys.readouterr())
     assert code != 0 and "Traceback" not in output, output[-3000:]
-    assert output.strip().startswith(f"dlops {args[0]}: error:"), output[-3000:]
-    return output
+    message = error_of(args[0], output)
+    assert message.startswith(f"dlops {args[0]}: error:"), output[-3000:]
+    return message
 
 
 def fingerprint(folder: Path) -> dict[str, str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from helpers import Server, clean_env, finish, run_dirs, start, state_dict, summary, train, wait_for
+from helpers import Server, clean_env, error_of, finish, run_dirs, start, state_dict, summary, train, wait_for
 
 from dlops.cli import main as dlops
 
@@ -114,7 +114,6 @@ def column(run_dir: Path, name: str) -> list[float]:
         return [float(row[name]) for row in csv.DictReader(file) if row.get(name)]
 
 
-@pytest.mark.slow
 def test_own_classes_train_and_keep_the_best_checkpoint_by_their_metric(project):
     result = run(project, "datamodule=cancer", "model=logreg", "monitor=val_acc", "mode=max",
                  "trainer.max_epochs=4", "callbacks=[default,evaluation]", "logger=[csv,tensorboard]")
@@ -244,7 +243,7 @@ def test_a_model_of_your_own_evaluates_exports_and_serves_and_says_what_it_canno
     assert not (eval_dir / "confusion_matrix.csv").exists()  # a regressor: metrics only
     capsys.readouterr()
     assert dlops(["predict", str(run_dir)]) == 2
-    message = capsys.readouterr().err
+    message = error_of("predict", capsys.readouterr().err)
     assert message.startswith("dlops predict: error:") and "DiabetesData has no predict_dataloader" in message
     assert dlops(["export", str(run_dir)]) == 0
     info = json.loads((run_dir / "export" / "model.json").read_text())

@@ -20,8 +20,6 @@ from helpers import Server, clean_env, finish, run_dirs, start, state_dict, summ
 
 from dlops.cli import main as dlops
 
-pytestmark = pytest.mark.slow
-
 BLOBS = BLOBS = '''
 """A user's code in Lightning's own style since 2.0: `import lightning as L`, dict batches,
 metric names with slashes, and nothing from dlops."""
@@ -295,6 +293,7 @@ def test_lightning_style_code_trains_with_a_slash_monitor_and_flat_checkpoint_na
     assert model["git"] is None and info["code"]["dlops"]["version"]  # their folder is no git checkout
 
 
+@pytest.mark.slow
 def test_a_lightning_style_sweep_is_ranked_by_val_acc_as_a_maximum(project, capsys):
     cwd = project / "sweep"
     cwd.mkdir()
@@ -307,6 +306,7 @@ def test_a_lightning_style_sweep_is_ranked_by_val_acc_as_a_maximum(project, caps
     assert jobs["0"]["best_metric"] != jobs["1"]["best_metric"]
 
 
+@pytest.mark.slow
 def test_lightning_style_resume_after_sigterm_trains_exactly_as_without_a_stop(project, lightning_run):
     args = ["--config-dir", str(project / "proj" / "conf"), *LIGHTNING_RUN]
     process = start(project / "work", *args, env=their_env(project))
@@ -323,6 +323,7 @@ def test_lightning_style_resume_after_sigterm_trains_exactly_as_without_a_stop(p
     assert all(torch.equal(mine[k], reference[k]) for k in reference)
 
 
+@pytest.mark.slow
 def test_lightning_style_ddp_trains_and_a_per_process_monitor_stops_with_the_fix(project):
     """Two DDP jobs: val/acc logged with sync_dist=True trains; without it, each process has its
     own val/acc, and the run stops with the message naming the fix."""
@@ -340,6 +341,7 @@ def test_lightning_style_ddp_trains_and_a_per_process_monitor_stops_with_the_fix
     assert unsynced["error"]["type"] == "ConfigError"
 
 
+@pytest.mark.slow
 def test_a_monitor_whose_direction_cannot_be_told_stops_before_training(project):
     result = run(project, *LIGHTNING_RUN[:2], "monitor=val/score", "debug=fast", check=False)
     output = result.stdout + result.stderr
@@ -386,6 +388,7 @@ def template_run(project) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_a_template_style_module_tests_resumes_and_evaluates_from_plain_data_checkpoints(
         template_run, project, monkeypatch, capsys):
     info = summary(template_run)

@@ -68,7 +68,6 @@ def test_sigkill_after_epoch_3_then_resume_completes_with_each_row_once(tmp_path
     assert took and float(took[1]) < float(took[2]) == pytest.approx(info["duration_s"], abs=0.05)
 
 
-@pytest.mark.slow
 def test_sigterm_saves_last_ckpt_and_resume_continues_every_tracker(tmp_path):
     # 4 epochs: the signal, sent once epoch 1 is done, still finds the run training
     process = start(tmp_path, *fast(4), "logger=[csv,tensorboard,wandb]")

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from helpers import Server, clean_env, run_dirs, summary, train
+from helpers import Server, clean_env, error_of, run_dirs, summary, train
 
 from dlops.cli import main
 
@@ -173,7 +173,7 @@ def test_a_model_with_dict_batches_and_no_example_input_gets_one_message(project
     config = copy / ".hydra" / "config.yaml"
     config.write_text(config.read_text().replace("example: true", "example: false"))
     assert main(["export", str(copy), "--format", "onnx"]) == 2
-    err = capsys.readouterr().err
+    err = error_of("export", capsys.readouterr().err)
     assert err.startswith("dlops export: error: cannot tell what DictClassifier.forward takes: its test "
                           "batches are dicts, not a tensor or a tuple starting with one. Set "
                           "self.example_input_array") and "Traceback" not in err

@@ -34,7 +34,6 @@ def assert_complete(run_dir: Path) -> None:
 # --- slow: real sweeps through train.py
 
 
-@pytest.mark.slow
 def test_failing_job_is_recorded_the_sweep_goes_on_and_its_resume_fails_it_again(tmp_path):
     result = train(tmp_path, "-m", "model.optimizer.lr=0.001,-1,0.01", "debug=fast", check=False)
     assert result.returncode == 1

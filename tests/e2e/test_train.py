@@ -10,8 +10,6 @@ from helpers import TRAIN, clean_env, fast, run_dirs, summary, train, unasked_wa
 
 from dlops.cli import main as dlops
 
-pytestmark = pytest.mark.slow
-
 
 def metric_rows(run_dir):
     with open(run_dir / "csv" / "metrics.csv") as f:
@@ -57,6 +55,7 @@ def test_a_sweep_of_seed_experiments_001_and_003_gives_each_job_its_own_run_dir(
         assert list((run_dir / "checkpoints").glob("epoch=*.ckpt"))
 
 
+@pytest.mark.slow
 def test_two_runs_started_together_never_share_a_dir(tmp_path):
     procs = [subprocess.Popen([sys.executable, str(TRAIN), "debug=fast"], cwd=tmp_path, env=clean_env(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
@@ -65,6 +64,7 @@ def test_two_runs_started_together_never_share_a_dir(tmp_path):
     assert len(dirs) == 2 and {summary(d)["status"] for d in dirs} == {"completed"}
 
 
+@pytest.mark.slow
 def test_image_folder_made_by_make_dataset(tmp_path):
     assert dlops(["make-dataset", str(tmp_path / "digits"), "--per-class", "30"]) == 0
     train(tmp_path, "datamodule=image_folder", f"datamodule.root={tmp_path / 'digits'}", *fast())
@@ -72,6 +72,7 @@ def test_image_folder_made_by_make_dataset(tmp_path):
     assert info["status"] == "completed" and info["last_metrics"]["val_acc"] > 0.5
 
 
+@pytest.mark.slow
 def test_training_on_torchvision_idx_files_completes(tmp_path):
     write_idx(tmp_path / "data" / "MNIST" / "raw", n_train=1000, n_test=200)
     train(tmp_path, "datamodule.source=torchvision", f"datamodule.data_dir={tmp_path / 'data'}",

@@ -122,6 +122,15 @@ def test_group_by_gives_mean_std_and_count_over_completed_runs(sweep: Path, caps
     assert "0.2300 ± 0.0424" in out and "0.3200 ± 0.0283" in out and "multirun" not in out
 
 
+def test_runs_named_apart_are_grouped_by_their_settings_alone(tmp_path: Path, capsys) -> None:
+    write_run(tmp_path / "0", ["seed=1", "model=cnn", "name=first"], [0.4, 0.2])
+    write_run(tmp_path / "1", ["seed=2", "model=cnn", "tags=[a]"], [0.4, 0.3])
+    write_run(tmp_path / "2", ["seed=1", "model=mlp"], [0.5, 0.4])
+    doc = report_json(str(tmp_path), capsys=capsys)
+    assert [(g["model"], g["n"]) for g in doc["groups"]] == [("cnn", 2), ("mlp", 1)]
+    assert set(doc["groups"][0]) >= {"model"} and not {"name", "tags", "seed"} & set(doc["groups"][0])
+
+
 def test_markdown_and_csv_formats(sweep: Path, capsys) -> None:
     code, out, _ = report(str(sweep), "--format", "md", capsys=capsys)
     lines = out.splitlines()
@@ -180,7 +189,7 @@ def test_curves_and_html_are_self_contained_and_escaped(sweep: Path, tmp_path: P
     assert "http://" not in page and "https://" not in page
     assert page.count("<script") == 1 and f"script-src {script_source()}" in page  # the sorter only
     assert "bad &lt;lr&gt;" in page  # the failed run's error message, escaped
-    assert "6 runs ranked by best_val_loss" in page and "grouped by model, name" in page
+    assert "6 runs ranked by best_val_loss" in page and "grouped by model<" in page  # name: a label
 
 
 def test_report_imports_no_torch_or_plotting(sweep: Path) -> None:

@@ -17,13 +17,12 @@ from torchmetrics.functional.classification import (
     binary_auroc,
     binary_confusion_matrix,
     binary_roc,
-    multiclass_auroc,
     multiclass_confusion_matrix,
-    multiclass_roc,
 )
 
 from dlops.errors import ConfigError
 from dlops.lightning import Adaptable
+from dlops.models.auroc import per_class_auroc, per_class_roc
 from dlops.tracking.loggers import log_figures
 
 if TYPE_CHECKING:
@@ -36,8 +35,8 @@ def evaluate(probs: torch.Tensor, labels: torch.Tensor, names: list[str]) -> dic
     """Confusion matrix, ROC curve(s) and AUC(s) from probabilities.
 
     Binary: `probs` is P(positive) `(N,)`, one ROC for the positive class. Multiclass: `probs`
-    is `(N, C)`, one one-vs-rest ROC per class. Curves use every distinct probability as a
-    threshold, so they are exact.
+    is `(N, C)`, one one-vs-rest ROC per class that has samples among others (dlops.models.auroc).
+    Curves use every distinct probability as a threshold, so they are exact.
     """
     if probs.ndim == 1:
         matrix = binary_confusion_matrix(probs, labels)
@@ -47,9 +46,8 @@ def evaluate(probs: torch.Tensor, labels: torch.Tensor, names: list[str]) -> dic
     else:
         n = probs.shape[1]
         matrix = multiclass_confusion_matrix(probs, labels, num_classes=n)
-        rocs = zip(*multiclass_roc(probs, labels, num_classes=n), strict=True)
-        curves = dict(zip(names, rocs, strict=True))
-        aucs = dict(zip(names, multiclass_auroc(probs, labels, num_classes=n, average=None), strict=True))
+        curves = {names[c]: roc for c, roc in per_class_roc(probs, labels).items()}
+        aucs = {names[c]: auc for c, auc in per_class_auroc(probs, labels).items()}
     return {
         "labels": names,
         "confusion_matrix": matrix.tolist(),
@@ -95,7 +93,8 @@ def write_files(result: dict[str, Any], folder: Path) -> dict[str, Any]:
     ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01),
            title=f"ROC (epoch {result['epoch']})")
-    ax.legend(loc="lower right", fontsize="small")
+    if result["roc"]:  # none when the data holds one class: no curve is defined
+        ax.legend(loc="lower right", fontsize="small")
     roc_fig.savefig(folder / "roc.png", dpi=100)
     return {"confusion_matrix": cm_fig, "roc": roc_fig}
 

@@ -13,6 +13,7 @@ from torchmetrics.functional import accuracy, auroc
 
 from dlops.errors import ConfigError, DivergedError
 from dlops.lightning import Adaptable
+from dlops.models.auroc import macro_auroc
 
 
 def _plain(value: Any) -> Any:
@@ -206,7 +207,7 @@ class Classifier(Adaptable):
         self.log_dict({  # the same on every process (gathered above): sync_dist, as for training's
             f"{stage}_loss": self._loss(logits, labels),
             f"{stage}_acc": accuracy(probs, labels, task=task, num_classes=n),
-            f"{stage}_auroc": auroc(probs, labels, task=task, num_classes=n),
+            f"{stage}_auroc": auroc(probs, labels, task=task) if self.binary else macro_auroc(probs, labels),
         }, sync_dist=True)
         return probs.detach().cpu(), labels.cpu()
 

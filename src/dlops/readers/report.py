@@ -250,11 +250,16 @@ def _number_or_text(value: Any) -> float | str | None:
     return None if math.isnan(number) else number
 
 
+# overrides that tell runs of one setting apart rather than set it
+UNGROUPED = ("seed", "name", "tags")
+
+
 def group_keys(group_by: Sequence[str] | None, varying: Sequence[str],
                runs: Sequence[Run]) -> list[str]:
-    """`--group-by` keys (comma lists allowed); by default every varying override but seed."""
+    """`--group-by` keys (comma lists allowed); by default every varying override but the seed and
+    the run's labels (`name`, `tags`): grouping by what tells runs apart leaves groups of one."""
     if group_by is None:
-        return [k for k in varying if k != "seed"]
+        return [k for k in varying if k not in UNGROUPED]
     keys = [k.strip() for item in group_by for k in item.split(",") if k.strip()]
     known = {"status"} | {k for run in runs for k in run.overrides}
     for key in keys:
