@@ -13,7 +13,7 @@ from dlops.errors import ConfigError, Interrupted
 from dlops.lifecycle import signals
 from dlops.lifecycle.ddp import clean_process_state, is_rank_zero, prepare_relaunch, train_other_rank
 from dlops.lifecycle.failures import record_failure, refuse
-from dlops.lifecycle.outcome import record_completed
+from dlops.lifecycle.outcome import record_completed, say_starting
 from dlops.lifecycle.sweep import current_sweep_dir
 from dlops.rundir import lock
 from dlops.rundir import summary as run_summary
@@ -50,17 +50,18 @@ def train_locked(cfg: DictConfig, run_dir: Path) -> float | None:
     """`train` for rank 0, holding the run dir's lock."""
     checkpoint, summary = None, None
     if cfg.get("resume"):
-        say_starting("resuming", run_dir)
         from dlops.lifecycle.resume import plan
 
         try:
-            resumed = plan(cfg, run_dir)
+            resumed = plan(cfg, run_dir)  # says "resuming" once it knows there is a run to resume
         except ConfigError as exc:  # nothing was written: the run's files stay as they were
             return refuse(exc, run_dir, current_sweep_dir())
         if resumed.done:
             log.info(resumed.done)
             return resumed.objective
         cfg, checkpoint, summary = resumed.cfg, resumed.checkpoint, resumed.summary
+        if summary is None:  # a job of the sweep that had not started: it starts now
+            say_starting("starting", run_dir)
     elif problem := existing_run(run_dir):  # e.g. hydra.run.dir=<an old run>: never overwrite it
         return refuse(ConfigError(problem), run_dir, current_sweep_dir())
     else:
@@ -78,14 +79,6 @@ def train_locked(cfg: DictConfig, run_dir: Path) -> float | None:
         signals.restore()
     record_completed(run_dir, summary)
     return objective
-
-
-def say_starting(what: str, run_dir: Path) -> None:
-    """The run's first line, before torch, Lightning and the data load (seconds; 20 on a busy
-    2-core machine): what starts, and where (relative to the current folder when inside it)."""
-    shown = run_dir.resolve().relative_to(Path.cwd()) if run_dir.resolve().is_relative_to(Path.cwd()) \
-        else run_dir
-    log.info("%s %s; loading torch and Lightning", what, shown)
 
 
 def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],

@@ -43,6 +43,14 @@ def outcome_metrics(summary: dict[str, Any]) -> str:
                      if k == monitor or stage(k) in ("val", "test"))
 
 
+def say_starting(what: str, run_dir: Path) -> None:
+    """The run's first line, before torch, Lightning and the data load (seconds; 20 on a busy
+    2-core machine): what starts, and where (relative to the current folder when inside it)."""
+    shown = run_dir.resolve().relative_to(Path.cwd()) if run_dir.resolve().is_relative_to(Path.cwd()) \
+        else run_dir
+    log.info("%s %s; loading torch and Lightning", what, shown)
+
+
 def took(summary: dict[str, Any]) -> str:
     """How long this attempt ran (`60.0s`), and for a resumed run all attempts together
     (`60.0s (138.8s in 3 attempts)`)."""

@@ -33,6 +33,7 @@ from dlops.lifecycle.argv import (
 from dlops.lifecycle.ddp import is_rank_zero
 from dlops.lifecycle.failures import continue_command
 from dlops.lifecycle.group_options import quote_numeric_options
+from dlops.lifecycle.outcome import say_starting
 from dlops.rundir import layout, liveness, lock
 from dlops.rundir import summary as run_summary
 from dlops.rundir.overrides import is_override
@@ -252,6 +253,7 @@ def plan(cfg: DictConfig, run_dir: Path) -> Plan:
                          f"{old.get('monitor')}={best}); nothing to resume. To train it "
                          f"longer: {continue_command(run_dir)} trainer.max_epochs=N",
                     objective=old.get("best_metric"))
+    say_starting("resuming", run_dir)  # before the checkpoint brings in torch
     from dlops.validate import validate
 
     validate(new)
