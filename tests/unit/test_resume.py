@@ -56,7 +56,8 @@ def test_signal_in_an_epochs_last_batch_stops_at_its_end_and_resumes_without_gap
                            {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.01})
         trainer = pl.Trainer(max_epochs=2, logger=CSVLogger(str(tmp_path), keep_rows=keep_rows),
                              callbacks=[*callbacks, Resumable(tmp_path / "checkpoints")],
-                             enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+                             enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                             log_every_n_steps=STEPS_PER_EPOCH)  # as a dlops run lowers it
         trainer.fit(model, datamodule=MNISTDataModule(batch_size=256), ckpt_path=ckpt_path, weights_only=True)
         return trainer
 
