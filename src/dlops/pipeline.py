@@ -108,11 +108,12 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
     if not cfg.get("verbose") and "log_every_n_steps" not in cfg.trainer:
         log_interval_within_epoch(datamodule)
     model = build_model(cfg, datamodule)
-    show_model_summary(model)
     summary["parameters"] = sum(p.numel() for p in model.parameters())
-    summary["code"] = code_provenance(model, datamodule)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    summary["config"] = run_summary.flat_config(resolved, group_choices())
+    if is_rank_zero():  # what only the run's summary and console need (ranks > 0 drop theirs)
+        show_model_summary(model)
+        summary["code"] = code_provenance(model, datamodule)
+        summary["config"] = run_summary.flat_config(resolved, group_choices())
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     callbacks = build_callbacks(cfg, run_dir, summary, loggers)
     callbacks, speedups = trainer_speedups(cfg.trainer, callbacks)
@@ -125,7 +126,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, summary: dict[str, Any],
                               plugins=[AtomicCheckpointIO(built_from)], **speedups)
         prepare_relaunch(trainer, run_dir)
         record_trackers(loggers, summary)
-        log_config(loggers, cfg, parameters=summary["parameters"], seed=cfg.seed, tags=summary["tags"])
+        log_config(loggers, resolved, parameters=summary["parameters"], seed=cfg.seed, tags=summary["tags"])
         objective = fit_then_test(cfg, trainer, model, datamodule, run_dir, summary, checkpoint)
         log_profile_reports(trainer.profiler, run_dir)
         if cfg.get("export") and is_rank_zero():  # export=onnx: RUN/export/, verified against torch

@@ -118,17 +118,14 @@ def load_data(path: str | Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ConfigError(f"checkpoint {path} does not exist.") from None
-    except pickle.UnpicklingError as exc:
-        objects = _pickled_objects(path)
+    except Exception as exc:  # pickled objects; or a truncated zip, garbage bytes: unusable
+        objects = _pickled_objects(path) if isinstance(exc, pickle.UnpicklingError) else None
         if objects:
             raise ConfigError(
                 f"checkpoint {path} holds pickled objects ({', '.join(objects)}); dlops loads data only "
                 "(torch.load with weights_only=True), because loading objects runs code from the file. "
                 "Checkpoints dlops writes hold plain data; for a file of your own that you trust, "
                 "load it yourself and save its state_dict.") from None
-        raise ConfigError(f"checkpoint {path} is corrupt or truncated and cannot be loaded "
-                          f"({_reason(exc)}).") from None
-    except Exception as exc:  # truncated zip, garbage bytes: unusable
         raise ConfigError(f"checkpoint {path} is corrupt or truncated and cannot be loaded "
                           f"({_reason(exc)}).") from None
 

@@ -221,9 +221,8 @@ def git_commit(where: str | Path) -> dict[str, Any] | None:
     try:
         if path.is_file() and git("check-ignore", "-q", path.name, check=False).returncode == 0:
             return None
-        return {"commit": git("rev-parse", "HEAD").stdout.strip(),
-                "dirty": bool(git("status", "--porcelain").stdout.strip()),
-                "repo": git("rev-parse", "--show-toplevel").stdout.strip()}
+        commit, repo = git("rev-parse", "HEAD", "--show-toplevel").stdout.splitlines()
+        return {"commit": commit, "dirty": bool(git("status", "--porcelain").stdout.strip()), "repo": repo}
     except (OSError, subprocess.SubprocessError):
         return None
 

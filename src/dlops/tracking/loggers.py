@@ -7,7 +7,7 @@ Each step calls the logger's `Tracker` hook (see dlops.tracking.tracker); a logg
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from dlops.rundir import layout
 from dlops.tracking.tracker import LEGACY_TARGETS, ResumePoint, Tracker, tracker_class
@@ -52,9 +52,9 @@ def log_exports(cfg: Any, summary: dict[str, Any], run_dir: Path) -> list[str]:
     return said
 
 
-def log_config(loggers: list, cfg: DictConfig, **extra: Any) -> None:
+def log_config(loggers: list, resolved: dict[str, Any], **extra: Any) -> None:
     """Log the resolved config plus `extra` facts (parameter count, seed, tags) to every logger."""
-    params = {**OmegaConf.to_container(cfg, resolve=True), **extra}
+    params = {**resolved, **extra}
     for logger in loggers:
         logger.log_hyperparams(params)
 

@@ -10,7 +10,6 @@ from typing import Any
 from urllib.parse import urlparse
 
 from dlops.errors import ConfigError
-from dlops.rundir.metrics import infer_mode
 from dlops.tracking.tracker import ResumePoint, Tracker, sweep_dir
 
 log = logging.getLogger(__name__)
@@ -96,9 +95,7 @@ class WandbLogger(Tracker):
         else:
             os.environ["WANDB_MODE"] = self.user_mode
         summary["wandb"] = {"id": self.version, "offline": run.offline, "project": run.project}
-        monitor, mode = summary.get("monitor"), summary.get("mode")
-        if monitor and mode not in ("min", "max"):
-            mode = infer_mode(monitor)
+        monitor, mode = summary.get("monitor"), summary.get("mode")  # min or max by now
         if monitor and mode:
             # the run's summary shows the best value by the run's mode where people look for it,
             # `{monitor: {min: best, last: last}}`, rather than W&B's default, the last value
