@@ -100,11 +100,10 @@ def filter_runs(runs: Sequence[Run], filters: Sequence[str]) -> list[Run]:
             unwanted.append((key[:-1], value))
         else:
             wanted.setdefault(key, set()).add(value)
-    known = {"status"} | {k for run in runs for k in run.overrides}
     for key in [*wanted, *(k for k, _ in unwanted)]:
-        if key not in known and not any(key in run.config for run in runs):
+        if not _known(key, runs):
             raise ConfigError(f"--filter: no run has {key!r}; filter on status, an override key "
-                              f"({', '.join(sorted(known))}) or any key of the runs' config")
+                              f"({', '.join(_override_keys(runs))}) or any key of the runs' config")
     kept = [run for run in runs
             if all(any(_same(_field(run, k), v) for v in values) for k, values in wanted.items())
             and all(not _same(_field(run, k), v) for k, v in unwanted)]
@@ -113,6 +112,16 @@ def filter_runs(runs: Sequence[Run], filters: Sequence[str]) -> list[Run]:
         raise ConfigError(f"no run matches {' '.join(filters)} "
                           f"(the {len(runs)} runs found: {statuses})")
     return kept
+
+
+def _override_keys(runs: Sequence[Run]) -> list[str]:
+    """`status` and every override key of the runs, sorted (what --filter and --group-by name)."""
+    return sorted({"status"} | {k for run in runs for k in run.overrides})
+
+
+def _known(key: str, runs: Sequence[Run]) -> bool:
+    """Whether `key` is the status, an override key or a key of some run's config."""
+    return key in _override_keys(runs) or any(key in run.config for run in runs)
 
 
 def _field(run: Run, key: str) -> str | None:
@@ -261,11 +270,10 @@ def group_keys(group_by: Sequence[str] | None, varying: Sequence[str],
     if group_by is None:
         return [k for k in varying if k not in UNGROUPED]
     keys = [k.strip() for item in group_by for k in item.split(",") if k.strip()]
-    known = {"status"} | {k for run in runs for k in run.overrides}
     for key in keys:
-        if key not in known and not any(key in run.config for run in runs):
+        if not _known(key, runs):
             raise ConfigError(f"--group-by {key!r}: no run has it; group by status or an override "
-                              f"key ({', '.join(sorted(known))})")
+                              f"key ({', '.join(_override_keys(runs))})")
     return list(dict.fromkeys(keys))
 
 
